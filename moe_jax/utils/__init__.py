@@ -1,0 +1,1 @@
+"""Small shared helpers: config validation and the experiment output contract."""
