@@ -1,0 +1,165 @@
+"""Dispatch: send each token to its experts, run them, combine the outputs.
+
+Legend: T tokens, D model width, E experts, A assignments (token, expert, weight), C capacity
+(slots per expert).
+
+Three interchangeable implementations with one signature,
+  dispatch(x[T, D], routing, experts_fn, num_experts, ...) -> (y[T, D], DispatchStats),
+where experts_fn(rows, matmul) -> (out_rows, zero_frac_rows) is an `Experts` module call:
+  "dropless": sort assignments by expert, grouped matmul over the sorted rows; nothing dropped.
+  "capacity": sort, keep the first C assignments of each expert (first choices before second
+      choices), batched einsum over [E, C, D] buffers; the rest are dropped and counted.
+  "dense":    GShard's one-hot dispatch/combine tensors [T, E, C] and einsums; the readable
+      reference, same drop rule as "capacity".
+With a capacity factor of 0 (C = T) no assignment can be dropped and all three are equal.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from moe_jax.layers.grouped_matmul import grouped_matmul
+from moe_jax.layers.losses import tokens_per_expert
+from moe_jax.layers.routers import Routing
+from moe_jax.utils.errors import check_choice
+
+DISPATCHES = ("dropless", "capacity", "dense")
+
+
+def default_dispatch() -> str:
+  """Dropless on every backend: its grouped matmul runs at dense speed (benchmarks/moe_layer.py)."""
+  return "dropless"
+
+
+@flax.struct.dataclass
+class DispatchStats:
+  """tokens_per_expert[E] assignments routed to each expert (before drops); dropped: scalar
+  count of dropped assignments; zero_frac[E]: mean fraction of exact zeros in each expert's
+  hidden activations over the rows it processed."""
+  tokens_per_expert: jax.Array
+  dropped: jax.Array
+  zero_frac: jax.Array
+
+
+def expert_capacity(num_assignments: int, num_tokens: int, num_experts: int,
+                    capacity_factor: float) -> int:
+  """C = ceil(capacity_factor * A / E), at most T; a factor <= 0 means C = T (no drops)."""
+  if capacity_factor <= 0:
+    return num_tokens
+  return max(1, min(num_tokens, math.ceil(capacity_factor * num_assignments / num_experts)))
+
+
+def _priority_order(routing: Routing) -> jax.Array:
+  """[A] assignment order by (expert, priority): first choices of all tokens come first."""
+  a = routing.expert.shape[0]
+  if routing.top_k:
+    t, k = a // routing.top_k, routing.top_k
+    rank = jnp.arange(a, dtype=jnp.int32)
+    rank = (rank % k) * t + rank // k  # choice-major priority
+  else:
+    rank = jnp.arange(a, dtype=jnp.int32)
+  return jnp.lexsort((rank, routing.expert))
+
+
+def _combine(rows: jax.Array, order: jax.Array, routing: Routing, num_tokens: int) -> jax.Array:
+  """y[T, D] = sum over assignments of weight * rows, rows[A, D] given in `order`."""
+  weight = routing.weight[order].astype(rows.dtype)[:, None]
+  if routing.top_k:  # unsort, then sum the K rows of each token: a gather instead of a scatter
+    inverse = jnp.argsort(order)
+    weighted = (rows * weight)[inverse]
+    return jnp.sum(weighted.reshape(num_tokens, routing.top_k, -1), axis=1)
+  return jnp.zeros((num_tokens, rows.shape[-1]), rows.dtype).at[routing.token[order]].add(
+      rows * weight)
+
+
+def _per_expert_mean(values: jax.Array, expert: jax.Array, counts: jax.Array) -> jax.Array:
+  num_experts = counts.shape[0]
+  sums = jax.ops.segment_sum(values, expert, num_segments=num_experts)
+  return sums / jnp.maximum(counts, 1.0)
+
+
+def dropless(x, routing: Routing, experts_fn, num_experts: int, *, gmm_impl: str = "auto",
+             **unused):
+  """Sort by expert + grouped matmul (MegaBlocks-style dropless MoE)."""
+  del unused
+  order = jnp.argsort(routing.expert, stable=True)
+  expert_sorted = routing.expert[order]
+  counts = tokens_per_expert(routing.expert, num_experts)
+  group_sizes = counts.astype(jnp.int32)
+  rows = x[routing.token[order]]
+  matmul = lambda a, w: grouped_matmul(a, w, group_sizes, impl=gmm_impl)
+  out, zero_frac = experts_fn(rows, matmul)
+  y = _combine(out, order, routing, x.shape[0])
+  stats = DispatchStats(counts, jnp.zeros((), jnp.int32),
+                        _per_expert_mean(zero_frac, expert_sorted, counts))
+  return y, stats
+
+
+def _slots(routing: Routing, num_experts: int, capacity: int):
+  """(order, slot, keep): slot in [0, E*C] of each assignment in `order`; E*C is the drop bin."""
+  order = _priority_order(routing)
+  expert_sorted = routing.expert[order]
+  counts = tokens_per_expert(routing.expert, num_experts)
+  starts = jnp.cumsum(counts) - counts
+  position = jnp.arange(order.shape[0]) - starts[expert_sorted].astype(jnp.int32)
+  keep = position < capacity
+  slot = jnp.where(keep, expert_sorted * capacity + position, num_experts * capacity)
+  return order, slot, keep, counts
+
+
+def _einsum_matmul(a, w):
+  return jnp.einsum("ecd,edf->ecf", a, w)
+
+
+def capacity(x, routing: Routing, experts_fn, num_experts: int, *, capacity_factor: float,
+             **unused):
+  """Sort + fixed capacity + batched einsum over [E, C, D]; overflow assignments are dropped."""
+  del unused
+  t, d = x.shape
+  c = expert_capacity(routing.expert.shape[0], t, num_experts, capacity_factor)
+  order, slot, keep, counts = _slots(routing, num_experts, c)
+  buf = jnp.zeros((num_experts * c + 1, d), x.dtype).at[slot].set(x[routing.token[order]])
+  filled = jnp.zeros((num_experts * c + 1,), jnp.bool_).at[slot].set(keep)
+  out, zero_frac = experts_fn(buf[:-1].reshape(num_experts, c, d), _einsum_matmul)
+  out = jnp.concatenate([out.reshape(num_experts * c, -1), jnp.zeros((1, out.shape[-1]),
+                                                                     out.dtype)])
+  y = _combine(out[slot], order, routing, t)
+  used = filled[:-1].reshape(num_experts, c).astype(jnp.float32)
+  zf = jnp.sum(zero_frac * used, axis=1) / jnp.maximum(jnp.sum(used, axis=1), 1.0)
+  return y, DispatchStats(counts, jnp.sum(~keep).astype(jnp.int32), zf)
+
+
+def dense(x, routing: Routing, experts_fn, num_experts: int, *, capacity_factor: float,
+          **unused):
+  """GShard one-hot dispatch: x_e = einsum('TD,TEC->ECD'), y = einsum('ECD,TEC->TD')."""
+  del unused
+  t, _ = x.shape
+  c = expert_capacity(routing.expert.shape[0], t, num_experts, capacity_factor)
+  order, slot, keep, counts = _slots(routing, num_experts, c)
+  slot_onehot = jax.nn.one_hot(slot, num_experts * c, dtype=jnp.float32)  # drop bin -> zeros
+  token = routing.token[order]
+  dispatch_mask = jnp.zeros((t, num_experts * c), jnp.float32).at[token].add(slot_onehot)
+  combine = jnp.zeros((t, num_experts * c), jnp.float32).at[token].add(
+      slot_onehot * routing.weight[order][:, None])
+  dispatch_mask = dispatch_mask.reshape(t, num_experts, c).astype(x.dtype)
+  combine = combine.reshape(t, num_experts, c).astype(x.dtype)
+  x_e = jnp.einsum("td,tec->ecd", x, dispatch_mask)
+  out, zero_frac = experts_fn(x_e, _einsum_matmul)
+  used = jnp.sum(dispatch_mask, axis=0).astype(jnp.float32)  # [E, C]
+  zf = jnp.sum(zero_frac * used, axis=1) / jnp.maximum(jnp.sum(used, axis=1), 1.0)
+  y = jnp.einsum("ecd,tec->td", out, combine)
+  return y, DispatchStats(counts, jnp.sum(~keep).astype(jnp.int32), zf)
+
+
+_IMPLS = {"dropless": dropless, "capacity": capacity, "dense": dense}
+
+
+def dispatch(name: str, x, routing: Routing, experts_fn, num_experts: int, **kwargs):
+  """Runs the dispatch named `name` ("auto" picks `default_dispatch()`)."""
+  if name == "auto":
+    name = default_dispatch()
+  check_choice("dispatch", name, DISPATCHES + ("auto",))
+  return _IMPLS[name](x, routing, experts_fn, num_experts, **kwargs)

@@ -1,0 +1,116 @@
+"""Expert feed-forward networks with stacked weights.
+
+Legend: E experts, D model width, F hidden width, R rows of tokens in whatever layout the
+dispatch uses ([A, D] sorted by expert, or [E, C, D] capacity buffers).
+
+Gated activations (SwiGLU, GeGLU; Shazeer 2020): h = act(x W_gate) * (x W_up), y = h W_down.
+Plain activations (GELU, ReLU, SiLU): h = act(x W_up), y = h W_down.
+Weights: wi_gate/wi_up [E, D, F], wo [E, F, D]. The dispatch supplies `matmul(x, w)` that
+multiplies each row by its own expert's matrix, so one expert definition serves every dispatch.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from moe_jax.utils.errors import check_choice
+
+ACTIVATIONS: dict[str, tuple[Callable[[jax.Array], jax.Array], bool]] = {
+    # name: (nonlinearity, gated)
+    "swiglu": (jax.nn.silu, True),
+    "geglu": (lambda x: jax.nn.gelu(x, approximate=True), True),
+    "gelu": (lambda x: jax.nn.gelu(x, approximate=True), False),
+    "relu": (jax.nn.relu, False),
+    "silu": (jax.nn.silu, False),
+}
+
+
+def ffn_hidden(x: jax.Array, matmul, w_gate, w_up, activation: str) -> jax.Array:
+  """The hidden activations h of one FFN; `w_gate` is None for plain activations."""
+  fn, gated = ACTIVATIONS[activation]
+  if gated:
+    return fn(matmul(x, w_gate)) * matmul(x, w_up)
+  return fn(matmul(x, w_up))
+
+
+class Experts(nn.Module):
+  """E expert FFNs with weights stacked on a leading expert axis.
+
+  __call__(x, matmul) -> (y, zero_frac): y has x's layout with width D; zero_frac[R] is the
+  fraction of exact zeros in each row's hidden activations (the expert-collapse diagnostic).
+  """
+  num_experts: int
+  d_ff: int
+  activation: str = "swiglu"
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal(batch_axis=(0,))
+
+  def __post_init__(self):
+    check_choice("activation", self.activation, ACTIVATIONS)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, matmul) -> tuple[jax.Array, jax.Array]:
+    d = x.shape[-1]
+    e, f = self.num_experts, self.d_ff
+    gated = ACTIVATIONS[self.activation][1]
+    w_gate = (self.param("wi_gate", self.kernel_init, (e, d, f), self.param_dtype)
+              if gated else None)
+    w_up = self.param("wi_up", self.kernel_init, (e, d, f), self.param_dtype)
+    w_down = self.param("wo", self.kernel_init, (e, f, d), self.param_dtype)
+    cast = lambda w: None if w is None else w.astype(self.dtype)
+    h = ffn_hidden(x.astype(self.dtype), matmul, cast(w_gate), cast(w_up), self.activation)
+    zero_frac = jnp.mean((h == 0).astype(jnp.float32), axis=-1)
+    return matmul(h, cast(w_down)), zero_frac
+
+
+class MlpBlock(nn.Module):
+  """A dense FFN [..., D] -> [..., D] (the dense layers of an LM and MoE shared experts).
+
+  Weights wi_gate/wi_up [D, F], wo [F, D]: the Experts layout without the expert axis.
+  """
+  d_ff: int
+  activation: str = "swiglu"
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+
+  def __post_init__(self):
+    check_choice("activation", self.activation, ACTIVATIONS)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d, f = x.shape[-1], self.d_ff
+    gated = ACTIVATIONS[self.activation][1]
+    w_gate = self.param("wi_gate", self.kernel_init, (d, f), self.param_dtype) if gated else None
+    w_up = self.param("wi_up", self.kernel_init, (d, f), self.param_dtype)
+    w_down = self.param("wo", self.kernel_init, (f, d), self.param_dtype)
+    cast = lambda w: None if w is None else w.astype(self.dtype)
+    h = ffn_hidden(x.astype(self.dtype), jnp.dot, cast(w_gate), cast(w_up), self.activation)
+    return jnp.dot(h, cast(w_down))
+
+
+class SharedExperts(nn.Module):
+  """Always-on shared experts (DeepSeekMoE; Qwen2-MoE), one FFN of width `d_ff`.
+
+  With `gated`, the output is scaled by sigmoid(x w_g), w_g [D, 1] (Qwen2-MoE's shared_expert_gate).
+  """
+  d_ff: int
+  activation: str = "swiglu"
+  gated: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = MlpBlock(self.d_ff, self.activation, self.dtype, self.param_dtype, name="mlp")(x)
+    if self.gated:
+      gate = nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                      name="gate")(x)
+      y = jax.nn.sigmoid(gate) * y
+    return y
