@@ -5,6 +5,7 @@ trained from that user's small set only, reading the frozen GE's features.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable
 
@@ -19,81 +20,84 @@ from moe_jax.utils.errors import check_positive
 from moe_jax.utils.reporting import progress
 
 
-def fit(loss_fn: Callable, params, data: tuple[np.ndarray, ...], *, steps: int, batch_size: int,
-        learning_rate: float, weight_decay: float, seed: int, desc: str = ""):
-  """Minimises `loss_fn(params, *batch)` with AdamW on shuffled minibatches of `data`.
+def _classifier_loss(model: nn.Module, params, inputs, labels):
+  """Mean softmax cross-entropy; `model` returns logits or (logits, features)."""
+  out = model.apply({"params": params}, inputs)
+  logits = out[0] if isinstance(out, tuple) else out
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-  A `batch_size` >= the data size gives full-batch steps. `desc` shows a progress bar.
-  """
-  check_positive("steps", steps)
-  check_positive("batch_size", batch_size)
-  check_positive("learning_rate", learning_rate)
+
+def _gate_loss(model: nn.Module, params, features, targets, weights):
+  """Weighted binary cross-entropy of g(x) against {0, 1} targets."""
+  g = jnp.clip(model.apply({"params": params}, features), 1e-6, 1 - 1e-6)
+  return -(weights * (targets * jnp.log(g) + (1 - targets) * jnp.log1p(-g))).mean()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model: nn.Module, key, example):
+  return model.init(key, example)["params"]
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "model", "learning_rate", "weight_decay"))
+def _step(params, opt_state, batch, *, loss, model, learning_rate, weight_decay):
   opt = optax.adamw(learning_rate, weight_decay=weight_decay)
-  state = opt.init(params)
+  value, grads = jax.value_and_grad(functools.partial(loss, model))(params, *batch)
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, value
 
-  @jax.jit
-  def step(params, state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
 
+def fit(loss: Callable, model: nn.Module, data: tuple[np.ndarray, ...], cfg, seed: int,
+        desc: str = ""):
+  """Initialises `model` and minimises `loss(model, params, *batch)` with AdamW.
+
+  Minibatches are drawn from shuffled epochs of `data`; `cfg.batch_size` >= the data size gives
+  full-batch steps. The jitted step is shared by every call with the same model and optimiser
+  settings (one compilation for all users). `desc` shows a progress bar.
+  """
+  check_positive("steps", cfg.steps)
+  check_positive("batch_size", cfg.batch_size)
+  check_positive("learning_rate", cfg.learning_rate)
+  params = _init(model, jax.random.key(seed), jnp.asarray(data[0][:1]))
+  opt_state = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay).init(params)
   n = len(data[0])
-  batch_size = min(batch_size, n)
+  batch_size = min(cfg.batch_size, n)
   rng = np.random.default_rng(seed)
   order, pos = rng.permutation(n), 0
-  steps_iter = progress(range(steps), total=steps, desc=desc) if desc else range(steps)
-  for _ in steps_iter:
+  steps = progress(range(cfg.steps), total=cfg.steps, desc=desc) if desc else range(cfg.steps)
+  for _ in steps:
     if pos + batch_size > n:
       order, pos = rng.permutation(n), 0
     idx = order[pos:pos + batch_size]
     pos += batch_size
-    params, state, _ = step(params, state, tuple(jnp.asarray(d[idx]) for d in data))
+    params, opt_state, _ = _step(params, opt_state, tuple(jnp.asarray(d[idx]) for d in data),
+                                 loss=loss, model=model, learning_rate=cfg.learning_rate,
+                                 weight_decay=cfg.weight_decay)
   return params
 
 
 def train_global_expert(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg,
                         seed: int):
   """Cross-entropy training of the GE on the generic set; returns its params."""
-  params = model.init(jax.random.key(seed), jnp.asarray(images[:1]))["params"]
-
-  def loss_fn(p, x, y):
-    logits, _ = model.apply({"params": p}, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  return fit(loss_fn, params, (images, labels), steps=cfg.steps, batch_size=cfg.batch_size,
-             learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, seed=seed,
-             desc="GE (generic set)")
+  return fit(_classifier_loss, model, (images, labels), cfg, seed, desc="GE (generic set)")
 
 
 def train_local_expert(model: nn.Module, features: np.ndarray, labels: np.ndarray, cfg,
                        seed: int):
   """Cross-entropy training of the LE on one user's GE features [N, F]; returns its params."""
-  params = model.init(jax.random.key(seed), jnp.asarray(features[:1]))["params"]
-
-  def loss_fn(p, f, y):
-    return optax.softmax_cross_entropy_with_integer_labels(
-        model.apply({"params": p}, f), y).mean()
-
-  return fit(loss_fn, params, (features, labels), steps=cfg.steps, batch_size=cfg.batch_size,
-             learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, seed=seed)
+  return fit(_classifier_loss, model, (features, labels), cfg, seed)
 
 
 def train_gate(model: nn.Module, features: np.ndarray, targets: np.ndarray, cfg, seed: int):
-  """Binary cross-entropy training of the GN on one user's [N, F] features and {0,1} targets.
+  """Binary cross-entropy training of the GN on [N, F] features and {0, 1} targets [N].
 
-  With `cfg.balance` the positive term is weighted by #negatives / #positives (GE errors are the
-  minority on most users).
+  With `cfg.balance` each positive is weighted by #negatives / #positives, so both decisions
+  count equally whatever the class balance.
   """
-  params = model.init(jax.random.key(seed), jnp.asarray(features[:1]))["params"]
+  targets = np.asarray(targets, np.float32)
   pos = float(targets.sum())
   pos_weight = (len(targets) - pos) / max(pos, 1.0) if cfg.balance else 1.0
-
-  def loss_fn(p, f, t):
-    g = jnp.clip(model.apply({"params": p}, f), 1e-6, 1 - 1e-6)
-    return -(pos_weight * t * jnp.log(g) + (1 - t) * jnp.log1p(-g)).mean()
-
-  return fit(loss_fn, params, (features, targets), steps=cfg.steps, batch_size=cfg.batch_size,
-             learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, seed=seed)
+  weights = np.where(targets > 0, pos_weight, 1.0).astype(np.float32)
+  return fit(_gate_loss, model, (np.asarray(features), targets, weights), cfg, seed)
 
 
 def save_checkpoint(directory: str, tree) -> str:

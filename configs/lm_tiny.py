@@ -1,0 +1,45 @@
+r"""Tiny byte-level MoE LM on the corpus that ships with Python, against its dense twin.
+
+Paper: the basic sparse-MoE claim (Shazeer et al. 2017; Fedus et al. 2021): at equal steps and
+equal active parameters per token, a top-k MoE LM reaches a lower loss than a dense LM.
+
+Data: `pydoc_data.topics` help texts ("english") + the standard library's top-level modules
+("python"), CPython's own files, split by document (every 10th held out); bits per byte on the
+held-out bytes of both domains together ("all") and of each.
+
+Command:
+  python -m experiments.train --config=configs/lm_tiny.py --workdir=/tmp/moe_jax/lm_tiny
+
+Expected result and run time (CPython 3.11, 2 CPU cores; see README for the measured table):
+  filled in from the measured run in results.md / WORKSPACE.md.
+
+Presets: "quick" (seconds, used by the tests), "" (the documented reproduction).
+"""
+import ml_collections
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = dict(
+      vocab_size=256, d_model=256, num_layers=4, num_heads=4, num_kv_heads=2, d_ff=1024,
+      activation="swiglu", max_len=512, tie_embeddings=True, moe_layers="all",
+      num_experts=8, top_k=2, expert_d_ff=384, router="topk", normalize_topk=True,
+      dispatch="auto", load_balance_coef=0.01, z_loss_coef=1e-3)
+  c.train = dict(num_steps=2000, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=100,
+                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=50, eval_every=500,
+                 eval_batch_size=64, save_every=500, keep=2)
+  c.data = dict(sources=["english", "python"], files=[], text_field="text", val_every=10,
+                max_eval_windows=256)
+  c.compare_dense = True
+  if preset == "quick":
+    c.model.update(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_experts=4,
+                   expert_d_ff=32, max_len=64)
+    c.train.update(num_steps=6, batch_size=4, seq_len=32, warmup_steps=2, log_every=2,
+                   eval_every=3, eval_batch_size=8, save_every=3)
+    c.data.update(sources=["english"], max_eval_windows=16)
+  elif preset:
+    raise ValueError(f"configs/lm_tiny.py: unknown preset {preset!r}. Fix: use 'quick' or ''")
+  c.model = ml_collections.ConfigDict(c.model)
+  c.train = ml_collections.ConfigDict(c.train)
+  c.data = ml_collections.ConfigDict(c.data)
+  return c

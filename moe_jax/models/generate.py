@@ -1,0 +1,76 @@
+"""Autoregressive generation with a key/value cache: greedy or sampled.
+
+prompt[B, P] -> tokens[B, P + N]. One prefill call writes the prompt into the cache, then a
+`lax.scan` decodes one token per step; the whole thing is one jitted program per shape.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from moe_jax.models.config import LMConfig
+from moe_jax.models.lm import MoELM
+from moe_jax.utils.errors import require
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float,
+                  top_k: int = 0) -> jax.Array:
+  """logits[B, V] -> token[B]: argmax at temperature 0, else softmax(logits / T) over top_k."""
+  if temperature == 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / temperature
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "top_k"))
+def _generate(cfg, variables, prompt, rng, max_new_tokens, temperature, top_k):
+  model = MoELM(cfg, decode=True)
+  b, p = prompt.shape
+  cache = model.init(jax.random.key(0), jnp.zeros((b, 1), jnp.int32))["cache"]
+  cache = jax.tree.map(jnp.zeros_like, cache)
+  cache = jax.tree.map_with_path(
+      lambda path, x: jnp.full_like(x, -1) if path[-1].key == "positions" else x, cache)
+  positions = jnp.broadcast_to(jnp.arange(p), (b, p))
+  logits, mutated = model.apply({**variables, "cache": cache}, prompt, positions,
+                                mutable=["cache"])
+  rngs = jax.random.split(rng, max_new_tokens)
+  first = sample_logits(logits[:, -1], rngs[0], temperature, top_k)
+
+  def step(carry, xs):
+    cache, token = carry
+    i, key = xs
+    pos = jnp.full((b, 1), p + i, jnp.int32)
+    out, mut = model.apply({**variables, "cache": cache}, token[:, None], pos,
+                           mutable=["cache"])
+    nxt = sample_logits(out[:, -1], key, temperature, top_k)
+    return (mut["cache"], nxt), token
+
+  (_, last), tokens = jax.lax.scan(step, (mutated["cache"], first),
+                                   (jnp.arange(max_new_tokens - 1), rngs[1:]))
+  new = jnp.concatenate([tokens.T, last[:, None]], axis=1) if max_new_tokens > 1 else first[:,
+                                                                                            None]
+  return jnp.concatenate([prompt, new], axis=1)
+
+
+def generate(cfg: LMConfig, variables: dict, prompt: jax.Array, max_new_tokens: int,
+             temperature: float = 0.0, top_k: int = 0,
+             rng: jax.Array | None = None) -> jax.Array:
+  """Continues prompt[B, P] by `max_new_tokens` tokens; returns [B, P + max_new_tokens].
+
+  Args:
+    cfg: the model config; variables: {"params": ..., plus e.g. "moe_bias"}.
+    temperature: 0 for greedy decoding; top_k: sample among the k likeliest (0: all).
+  """
+  prompt = jnp.asarray(prompt, jnp.int32)
+  require(max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {max_new_tokens}",
+          "ask for at least one token")
+  require(prompt.shape[1] + max_new_tokens <= cfg.max_len, "max_new_tokens",
+          f"prompt ({prompt.shape[1]}) + new tokens ({max_new_tokens}) exceed the cache "
+          f"(max_len={cfg.max_len})", "shorten the prompt, ask for fewer tokens or raise max_len")
+  rng = jax.random.key(0) if rng is None else rng
+  return _generate(cfg, variables, prompt, rng, max_new_tokens, float(temperature), top_k)

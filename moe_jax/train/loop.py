@@ -1,0 +1,118 @@
+"""The training loop of the LM: resumable, checkpointed, logged, evaluated in bits per byte."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+
+from moe_jax.data.iterator import WindowIterator
+from moe_jax.models.config import LMConfig
+from moe_jax.models.lm import MoELM
+from moe_jax.train import trainer
+from moe_jax.train.checkpoint import Checkpointer
+from moe_jax.train.metrics import MetricWriter
+from moe_jax.utils.reporting import progress
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and bookkeeping of one run (the `train` section of a config)."""
+  num_steps: int = 1000
+  batch_size: int = 32
+  seq_len: int = 128
+  lr: float = 3e-3
+  warmup_steps: int = 100
+  weight_decay: float = 0.1
+  grad_clip: float = 1.0
+  seed: int = 0
+  bias_update_rate: float = 1e-3
+  log_every: int = 50
+  eval_every: int = 500
+  eval_batch_size: int = 64
+  save_every: int = 500
+  keep: int = 2
+
+  @classmethod
+  def from_dict(cls, d) -> "TrainConfig":
+    from moe_jax.utils.errors import require  # pylint: disable=g-import-not-at-top
+    d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    require(not unknown, "train", f"unknown fields {unknown}",
+            f"use only {', '.join(sorted(names))}")
+    return cls(**d)
+
+
+def param_count(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
+             eval_sets: dict[str, np.ndarray], workdir: str, *, until_step: int | None = None,
+             desc: str = "train") -> dict:
+  """Trains (or resumes) an MoELM in `workdir`; returns its eval history and final metrics.
+
+  Args:
+    model_cfg, cfg: the model and optimisation settings.
+    train_tokens: uint8 token stream to sample training windows from.
+    eval_sets: name -> eval windows [n, seq_len + 1]; bits per byte is reported for each and,
+      as "all", over their union.
+    workdir: checkpoints, metrics.jsonl and TensorBoard events go here.
+    until_step: stop (with a checkpoint) after this step, as if the run were killed there.
+  """
+  model = MoELM(model_cfg)
+  optimizer = trainer.make_optimizer(cfg.lr, cfg.warmup_steps, cfg.num_steps, cfg.weight_decay,
+                                     cfg.grad_clip)
+  state = trainer.init_state(model, optimizer, jax.random.key(cfg.seed), cfg.seq_len)
+  data = WindowIterator(train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.save_every, cfg.keep)
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state, data_state = restored
+    data.restore(data_state)
+  start = int(state.step)
+  step_fn = trainer.make_train_step(model, optimizer, cfg.bias_update_rate)
+  bpb_fn = trainer.make_eval_fn(model)
+  writer = MetricWriter(workdir)
+  rng = jax.random.key(cfg.seed + 1)
+  stop = min(cfg.num_steps, until_step or cfg.num_steps)
+
+  def evaluate(step: int, elapsed: float) -> dict:
+    out = {"step": step, "train_seconds": elapsed}
+    nats, count = 0.0, 0
+    for name, windows in eval_sets.items():
+      out[f"bpb_{name}"] = bpb_fn(state, windows, cfg.eval_batch_size)
+      n = windows.shape[0] * (windows.shape[1] - 1)
+      nats, count = nats + out[f"bpb_{name}"] * n, count + n
+    out["bpb_all"] = nats / count
+    writer.write(step, {k: v for k, v in out.items() if k.startswith("bpb")})
+    return out
+
+  history, elapsed, tokens = [], 0.0, cfg.batch_size * cfg.seq_len
+  bar = progress(total=stop, initial=start, desc=desc)
+  t0 = time.perf_counter()
+  for step in range(start, stop):
+    state, metrics = step_fn(state, next(data), jax.random.fold_in(rng, step))
+    done = step + 1
+    bar.update(1)
+    if done % cfg.log_every == 0 or done == stop:
+      metrics = jax.device_get(metrics)
+      now = time.perf_counter()
+      elapsed += now - t0
+      rate = tokens * cfg.log_every / max(now - t0, 1e-9) if done % cfg.log_every == 0 else 0.0
+      t0 = now
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{rate:.0f}")
+      writer.write(done, {**metrics, "tokens_per_second": rate})
+    if done % cfg.eval_every == 0 or done == cfg.num_steps:
+      history.append(evaluate(done, elapsed))
+      t0 = time.perf_counter()
+    ckpt.save(done, state, data.state(), force=done == stop)
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return {"history": history, "final": history[-1] if history else None,
+          "params": param_count(state.params), "state": state}
