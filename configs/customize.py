@@ -15,8 +15,8 @@ default uses scikit-learn's 1,797 digits (8x8, upsampled to a 20x20 box in 28x28
 class-stratified split: GE trains on 90 per class, the generic test set is 40 per class, the rest is
 the held-out pool the users write from (scikit-learn keeps no writer ids, so users are held-out
 samples, not held-out writers). Each user re-writes pool samples in a fixed style (slant, stroke
-width, a fixed personal elastic field plus per-sample jitter, and for half the users a personal glyph
-for one class); the user's train and test samples are disjoint. `data.source='emnist'` with
+width, a fixed personal elastic field plus per-sample jitter, and for half the users a personal
+glyph for one class); the user's train and test samples are disjoint. `data.source='emnist'` with
 `data.emnist_dir` runs the same pipeline on EMNIST's gzip IDX files (train and test concatenated,
 then split the same way).
 

@@ -18,53 +18,20 @@ from absl import flags
 from absl import logging
 import jax
 import matplotlib
-
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from ml_collections import config_flags
+import numpy as np
 
-from moe_jax.customization import costs, digits, gating, idx, lenet, local_expert, mixture, train, users  # pylint: disable=g-import-not-at-top,wrong-import-position,line-too-long
-from moe_jax.utils import reporting  # pylint: disable=g-import-not-at-top,wrong-import-position
-from moe_jax.utils.errors import check_choice, check_positive, require  # pylint: disable=g-import-not-at-top,wrong-import-position
+from moe_jax.customization import costs, data, gating, lenet, local_expert, mixture, train, users
+from moe_jax.utils import reporting
+from moe_jax.utils.errors import check_choice, check_positive, require
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/customize.py[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 
 PAPER_OVERHEAD = 0.025  # Abstract: LE + GN "around 2.5%" of GE in energy and network size.
 METHODS = ("ge", "le", "moe")
-
-
-def load_data(cfg, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
-  """Images [N, 28, 28], labels [N], the class-stratified split and a one-line data description."""
-  check_choice("data.source", cfg.source, ("digits", "emnist"))
-  if cfg.source == "digits":
-    images, labels = digits.load_digits28(cfg.box)
-    name = "scikit-learn digits (8x8 upsampled to 28x28)"
-  else:
-    parts = [idx.load_emnist(cfg.emnist_dir, cfg.emnist_split, s) for s in ("train", "test")]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    name = f"EMNIST-{cfg.emnist_split}"
-  split = digits.stratified_split(labels, {"ge_train": cfg.ge_train_per_class,
-                                           "generic_test": cfg.generic_test_per_class}, seed)
-  return images, labels, split, name
-
-
-def per_class_draw(pool: np.ndarray, labels: np.ndarray, counts: tuple[int, ...],
-                   rng: np.random.Generator) -> list[np.ndarray]:
-  """Disjoint draws of `counts[i]` pool indices per class; returns one index array per count."""
-  draws = [[] for _ in counts]
-  for c in np.unique(labels[pool]):
-    members = rng.permutation(pool[labels[pool] == c])
-    require(len(members) >= sum(counts), "users.train_per_class",
-            f"class {c} has {len(members)} pool samples, a user needs {sum(counts)}",
-            "lower users.train_per_class/test_per_class or data.*_per_class")
-    start = 0
-    for i, n in enumerate(counts):
-      draws[i].append(members[start:start + n])
-      start += n
-  return [np.concatenate(d) for d in draws]
 
 
 def accuracy(logits, labels) -> float:
@@ -74,8 +41,9 @@ def accuracy(logits, labels) -> float:
 def plot_users(rows: list[dict], workdir: str) -> None:
   n = len(rows)
   cols = min(n, 5)
-  fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.8 * ((n + cols - 1) // cols)),
-                           squeeze=False, sharey=True)
+  nrows = (n + cols - 1) // cols
+  fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False,
+                           sharey=True)
   colors = {"ge": "tab:gray", "le": "tab:orange", "moe": "tab:blue"}
   for ax, row in zip(axes.flat, rows):
     for j, m in enumerate(METHODS):
@@ -135,11 +103,17 @@ def main(argv):
   require(bool(workdir), "--workdir", "missing", "pass --workdir=DIR")
   check_positive("users.num_users", cfg.users.num_users)
   targets = tuple(cfg.gn.targets)
-  require(len(targets) > 0, "gn.targets", "empty", "name at least one of " + ", ".join(gating.TARGETS))
+  require(len(targets) > 0, "gn.targets", "empty",
+          "name at least one of " + ", ".join(gating.TARGETS))
   for t in targets:
     check_choice("gn.targets", t, gating.TARGETS)
 
-  images, labels, split, data_name = load_data(cfg.data, cfg.seed)
+  images, labels, data_name = data.load(cfg.data.source, box=cfg.data.box,
+                                        emnist_dir=cfg.data.emnist_dir,
+                                        emnist_split=cfg.data.emnist_split)
+  split = data.stratified_split(labels, {"ge_train": cfg.data.ge_train_per_class,
+                                         "generic_test": cfg.data.generic_test_per_class},
+                                cfg.seed)
   num_classes = int(labels.max()) + 1
   ge = lenet.LeNet5(num_classes, cfg.ge.input_pad, cfg.ge.activation, cfg.ge.pooling,
                     cfg.ge.feature_layer)
@@ -156,7 +130,7 @@ def main(argv):
 
   rng = np.random.default_rng(cfg.seed + 1)
   x_generic, y_generic = images[split["generic_test"]], labels[split["generic_test"]]
-  reference = per_class_draw(split["ge_train"], labels, (cfg.gn.reference_per_class,), rng)[0]
+  reference, = data.per_class_draw(split["ge_train"], labels, (cfg.gn.reference_per_class,), rng)
   _, reference_features = ge_apply(images[reference])
   styles = users.make_styles(
       cfg.users.num_users, slant=tuple(cfg.users.slant), stroke_max=cfg.users.stroke_max,
@@ -167,7 +141,7 @@ def main(argv):
   rows, ablation, samples = [], {t: [] for t in targets}, []
   for u in reporting.progress(range(cfg.users.num_users), total=cfg.users.num_users, desc="users"):
     style = styles[u]
-    tr, te = per_class_draw(split["pool"], labels, (cfg.users.train_per_class,
+    tr, te = data.per_class_draw(split["pool"], labels, (cfg.users.train_per_class,
                                                     cfg.users.test_per_class), rng)
     x_tr = users.render(images[tr], labels[tr], style, seed=cfg.seed + 1000 + 2 * u)
     x_te = users.render(images[te], labels[te], style, seed=cfg.seed + 1001 + 2 * u)
@@ -195,7 +169,8 @@ def main(argv):
                      "le_user_acc": accuracy(out_user["le_logits"], labels[te]),
                      "ge_generic_acc": accuracy(out_generic["ge_logits"], y_generic),
                      "le_generic_acc": accuracy(out_generic["le_logits"], y_generic),
-                     "ge_errors_train": float(np.mean(gating.ge_errors(ge_logits_tr, labels[tr]))),
+                     "ge_errors_train": float(np.mean(gating.ge_errors(ge_logits_tr,
+                                                                        labels[tr]))),
                      **result})
     train.save_checkpoint(os.path.join(workdir, "checkpoints", f"user_{u:02d}"),
                           {"le": le_params, "gn": gn_params})
@@ -210,7 +185,8 @@ def main(argv):
                              cfg.costs.read_weight)}
   overhead = costs.overhead([cost["le"], cost["gn"]], cost["ge"])
 
-  mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("user", "style")}
+  mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+          if k not in ("user", "style")}
   ablation_mean = {t: {k: float(np.mean([r[k] for r in v])) for k in v[0]}
                    for t, v in ablation.items()}
   results = {**{k: mean[k] for k in mean}, "overhead": overhead["energy"],
@@ -219,15 +195,18 @@ def main(argv):
              "data": data_name, "num_users": cfg.users.num_users,
              "paper": {"overhead": PAPER_OVERHEAD}, "runtime_s": time.time() - start}
 
-  header = (f"## GE / LE / GN customization (arXiv:1811.00056)\n\n"
-            f"Data: {data_name}; {cfg.users.num_users} simulated users (fixed per-user slant, stroke "
-            f"width, elastic field, personal glyph on held-out samples; not EMNIST / real users). "
-            f"{cfg.users.train_per_class} train + {cfg.users.test_per_class} test samples per class "
-            f"per user; generic test {len(y_generic)} samples. GE = LeNet5; LE and GN read GE's "
-            f"{cfg.ge.feature_layer} features; hard gate, GN target '{targets[0]}'"
-            + (" (deviation: GN also sees "
-               f"{cfg.gn.reference_per_class}/class generic reference samples)" if targets[0] ==
-               "source" else " (user data only)") + ".\n")
+  gate = (f"GN target '{targets[0]}'" + (
+      f" (deviation from 'user data only': GN also sees {cfg.gn.reference_per_class}/class generic"
+      " reference samples)" if targets[0] == "source" else " (user data only)"))
+  header = "\n".join([
+      "## GE / LE / GN customization (arXiv:1811.00056)", "",
+      f"Data: {data_name}, not the paper's EMNIST + ten real users: {cfg.users.num_users} "
+      "simulated users (fixed per-user slant, stroke width, elastic field and, for some, a "
+      f"personal glyph, applied to held-out samples); {cfg.users.train_per_class} train + "
+      f"{cfg.users.test_per_class} test samples per class per user; generic test "
+      f"{len(y_generic)} samples.",
+      f"GE = LeNet5 (frozen); LE and GN read GE's {cfg.ge.feature_layer} features; hard gate at "
+      f"{cfg.gn.threshold}; {gate}.", ""])
   user_table = reporting.markdown_table(
       ["user", "style", "GE user", "LE user", "MoE user", "GE generic", "LE generic",
        "MoE generic", "to LE (user)", "to LE (generic)"],

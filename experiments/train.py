@@ -36,12 +36,6 @@ def load_data(data_cfg, seq_len: int):
   return corpus.to_tokens(train_docs), eval_sets
 
 
-def active_params(cfg: LMConfig, total: int) -> int:
-  """Parameters used per token: all but the E - K unused experts of each MoE layer."""
-  per_expert = (3 if cfg.activation in ("swiglu", "geglu") else 2) * cfg.d_model * cfg.expert_d_ff
-  return total - len(cfg.moe_layer_ids()) * (cfg.num_experts - cfg.top_k) * per_expert
-
-
 def plot_curves(runs: dict, workdir: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -72,7 +66,7 @@ def main(argv):
   for name, cfg in variants.items():
     run = train_lm(cfg, train_cfg, train_tokens, eval_sets, os.path.join(workdir, name),
                    desc=name)
-    run["active_params"] = active_params(cfg, run["params"]) if name == "moe" else run["params"]
+    run["active_params"] = cfg.active_params(run["params"])
     run.pop("state")
     runs[name] = run
 

@@ -1,8 +1,7 @@
 """scikit-learn's 8x8 digits upsampled to 28x28: the shipped stand-in for EMNIST.
 
 The 1,797 digits are the UCI optdigits test set (13 writers); scikit-learn does not keep writer ids,
-so "held-out writers" are held-out samples: a class-stratified split gives the GE's generic train
-and test sets and a disjoint pool from which each simulated user draws its samples.
+so the simulated users write held-out samples, not held-out writers' samples (see `data.py`).
 """
 from __future__ import annotations
 
@@ -30,25 +29,3 @@ def load_digits28(box: int = 20) -> tuple[np.ndarray, np.ndarray]:
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   digits = load_digits()
   return upsample(digits.images, box), digits.target.astype(np.int32)
-
-
-def stratified_split(labels: np.ndarray, sizes: dict[str, int], seed: int,
-                     rest: str = "pool") -> dict[str, np.ndarray]:
-  """Splits indices per class: `sizes[name]` per class for each name in order, the rest to `rest`.
-
-  Returns:
-    name -> sorted int indices into `labels`; the sets are disjoint.
-  """
-  rng = np.random.default_rng(seed)
-  parts = {name: [] for name in [*sizes, rest]}
-  for c in np.unique(labels):
-    idx = rng.permutation(np.flatnonzero(labels == c))
-    need = sum(sizes.values())
-    require(len(idx) > need, "data", f"class {c} has {len(idx)} samples, splits need {need} + 1",
-            "lower the per-class split sizes")
-    start = 0
-    for name, n in sizes.items():
-      parts[name].append(idx[start:start + n])
-      start += n
-    parts[rest].append(idx[start:])
-  return {name: np.sort(np.concatenate(p)) for name, p in parts.items()}

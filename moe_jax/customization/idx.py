@@ -3,8 +3,8 @@
 An IDX file is a 4-byte magic number (two zero bytes, a dtype code, the number of dimensions N),
 then N big-endian uint32 sizes, then the array in C order, big-endian.
 
-EMNIST ships `emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte.gz`; its images are stored
-transposed relative to MNIST, so `load_emnist` transposes them back to upright [N, 28, 28] in [0, 1].
+EMNIST ships `emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte.gz`; its images are
+stored transposed relative to MNIST, so `load_emnist` turns them upright: [N, 28, 28] in [0, 1].
 """
 from __future__ import annotations
 

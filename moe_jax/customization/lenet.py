@@ -20,8 +20,8 @@ class LeNet5(nn.Module):
   """[B, H, W] or [B, H, W, 1] images -> (logits [B, K], features [B, F] at `feature_layer`).
 
   The features are what the local expert and the gating network read: GE computes them anyway, so
-  sharing them is what keeps LE + GN a few percent of GE (our choice; the paper's abstract gives only
-  the ~2.5% overhead).
+  sharing them keeps LE + GN a few percent of GE (our choice; the abstract gives only the ~2.5%
+  overhead).
   """
   num_classes: int
   input_pad: int = 2

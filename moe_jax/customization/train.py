@@ -1,7 +1,8 @@
 """Small optax loops for GE (off the device) and LE + GN (on the device), and orbax checkpoints.
 
-Order (the paper's): GE is trained once on the generic set and frozen; then, per user, LE and GN are
-trained from that user's small set only, reading the frozen GE's features.
+Order (the paper's): GE is trained once on the generic set and frozen; then, per user, LE is trained
+on that user's small set and GN on it (plus, for gate target 'source', a small generic reference
+set), both reading the frozen GE's features.
 """
 from __future__ import annotations
 
@@ -41,50 +42,53 @@ def _init(model: nn.Module, key, example):
 @functools.partial(jax.jit, static_argnames=("loss", "model", "learning_rate", "weight_decay"))
 def _step(params, opt_state, batch, *, loss, model, learning_rate, weight_decay):
   opt = optax.adamw(learning_rate, weight_decay=weight_decay)
-  value, grads = jax.value_and_grad(functools.partial(loss, model))(params, *batch)
+  grads = jax.grad(functools.partial(loss, model))(params, *batch)
   updates, opt_state = opt.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, value
+  return optax.apply_updates(params, updates), opt_state
 
 
 def fit(loss: Callable, model: nn.Module, data: tuple[np.ndarray, ...], cfg, seed: int,
-        desc: str = ""):
+        name: str, show_progress: bool = False):
   """Initialises `model` and minimises `loss(model, params, *batch)` with AdamW.
 
   Minibatches are drawn from shuffled epochs of `data`; `cfg.batch_size` >= the data size gives
   full-batch steps. The jitted step is shared by every call with the same model and optimiser
-  settings (one compilation for all users). `desc` shows a progress bar.
+  settings (one compilation for all users). `name` is the config section, for errors and the
+  progress bar.
   """
-  check_positive("steps", cfg.steps)
-  check_positive("batch_size", cfg.batch_size)
-  check_positive("learning_rate", cfg.learning_rate)
+  check_positive(f"{name}.steps", cfg.steps)
+  check_positive(f"{name}.batch_size", cfg.batch_size)
+  check_positive(f"{name}.learning_rate", cfg.learning_rate)
   params = _init(model, jax.random.key(seed), jnp.asarray(data[0][:1]))
   opt_state = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay).init(params)
   n = len(data[0])
   batch_size = min(cfg.batch_size, n)
   rng = np.random.default_rng(seed)
   order, pos = rng.permutation(n), 0
-  steps = progress(range(cfg.steps), total=cfg.steps, desc=desc) if desc else range(cfg.steps)
+  steps = range(cfg.steps)
+  if show_progress:
+    steps = progress(steps, total=cfg.steps, desc=f"{name} steps")
   for _ in steps:
     if pos + batch_size > n:
       order, pos = rng.permutation(n), 0
     idx = order[pos:pos + batch_size]
     pos += batch_size
-    params, opt_state, _ = _step(params, opt_state, tuple(jnp.asarray(d[idx]) for d in data),
-                                 loss=loss, model=model, learning_rate=cfg.learning_rate,
-                                 weight_decay=cfg.weight_decay)
+    params, opt_state = _step(params, opt_state, tuple(jnp.asarray(d[idx]) for d in data),
+                              loss=loss, model=model, learning_rate=cfg.learning_rate,
+                              weight_decay=cfg.weight_decay)
   return params
 
 
 def train_global_expert(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg,
                         seed: int):
   """Cross-entropy training of the GE on the generic set; returns its params."""
-  return fit(_classifier_loss, model, (images, labels), cfg, seed, desc="GE (generic set)")
+  return fit(_classifier_loss, model, (images, labels), cfg, seed, "ge", show_progress=True)
 
 
 def train_local_expert(model: nn.Module, features: np.ndarray, labels: np.ndarray, cfg,
                        seed: int):
   """Cross-entropy training of the LE on one user's GE features [N, F]; returns its params."""
-  return fit(_classifier_loss, model, (features, labels), cfg, seed)
+  return fit(_classifier_loss, model, (features, labels), cfg, seed, "le")
 
 
 def train_gate(model: nn.Module, features: np.ndarray, targets: np.ndarray, cfg, seed: int):
@@ -97,7 +101,7 @@ def train_gate(model: nn.Module, features: np.ndarray, targets: np.ndarray, cfg,
   pos = float(targets.sum())
   pos_weight = (len(targets) - pos) / max(pos, 1.0) if cfg.balance else 1.0
   weights = np.where(targets > 0, pos_weight, 1.0).astype(np.float32)
-  return fit(_gate_loss, model, (np.asarray(features), targets, weights), cfg, seed)
+  return fit(_gate_loss, model, (np.asarray(features), targets, weights), cfg, seed, "gn")
 
 
 def save_checkpoint(directory: str, tree) -> str:

@@ -139,13 +139,13 @@ def dense(x, routing: Routing, experts_fn, num_experts: int, *, capacity_factor:
   t, _ = x.shape
   c = expert_capacity(routing.expert.shape[0], t, num_experts, capacity_factor)
   order, slot, keep, counts = _slots(routing, num_experts, c)
-  slot_onehot = jax.nn.one_hot(slot, num_experts * c, dtype=jnp.float32)  # drop bin -> zeros
   token = routing.token[order]
-  dispatch_mask = jnp.zeros((t, num_experts * c), jnp.float32).at[token].add(slot_onehot)
-  combine = jnp.zeros((t, num_experts * c), jnp.float32).at[token].add(
-      slot_onehot * routing.weight[order][:, None])
-  dispatch_mask = dispatch_mask.reshape(t, num_experts, c).astype(x.dtype)
-  combine = combine.reshape(t, num_experts, c).astype(x.dtype)
+  # Scatter each assignment's 1 (and weight) to [token, slot]; column E*C is the drop bin.
+  dispatch_mask = jnp.zeros((t, num_experts * c + 1), jnp.float32).at[token, slot].add(1.0)
+  combine = jnp.zeros((t, num_experts * c + 1), jnp.float32).at[token, slot].add(
+      routing.weight[order])
+  dispatch_mask = dispatch_mask[:, :-1].reshape(t, num_experts, c).astype(x.dtype)
+  combine = combine[:, :-1].reshape(t, num_experts, c).astype(x.dtype)
   x_e = jnp.einsum("td,tec->ecd", x, dispatch_mask)
   out, zero_frac = experts_fn(x_e, _einsum_matmul)
   used = jnp.sum(dispatch_mask, axis=0).astype(jnp.float32)  # [E, C]

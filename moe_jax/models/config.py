@@ -101,6 +101,13 @@ class LMConfig:
                         "list of layer indices")
     return tuple(i for i in ids if i >= self.first_dense)
 
+  def active_params(self, total: int) -> int:
+    """Parameters used per token out of `total`: less the E - K idle experts of each MoE layer."""
+    gated = self.activation in ("swiglu", "geglu")
+    per_expert = (3 if gated else 2) * self.d_model * self.expert_d_ff
+    idle = self.num_experts - self.top_k
+    return total - len(self.moe_layer_ids()) * idle * per_expert
+
   def moe_kwargs(self) -> dict[str, Any]:
     """Keyword arguments of `moe_jax.layers.moe.MoE` taken from this config."""
     return dict(num_experts=self.num_experts, top_k=self.top_k, d_ff=self.expert_d_ff,

@@ -1,0 +1,29 @@
+r"""OLMoE-1B-7B-shaped MoE LM (Muennighoff et al. 2024, "OLMoE"), for training at scale.
+
+Shapes as published: 16 layers, d_model 2048, 16 heads, 64 experts of SwiGLU width 1024 with
+softmax top-8 routing (not renormalised), vocabulary 50304, untied embeddings; load-balancing
+loss 0.01 and router z-loss 0.001 as in the paper. 6,919,096,320 parameters here, 1.28B active
+(OLMoE's q/k norms add 65,536 more; the model-zoo loader adds them). Checked by
+tests/test_configs.py with jax.eval_shape.
+
+  python -m experiments.train --config=configs/olmoe_1b_7b.py --workdir=DIR  (accelerators)
+"""
+import ml_collections
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  del preset
+  c = ml_collections.ConfigDict()
+  c.model = dict(
+      vocab_size=50304, d_model=2048, num_layers=16, num_heads=16, num_kv_heads=16,
+      d_ff=1024, activation="swiglu", max_len=4096, rope_theta=10000.0, norm_eps=1e-5,
+      tie_embeddings=False, moe_layers="all", num_experts=64, top_k=8, expert_d_ff=1024,
+      router="topk", normalize_topk=False, dispatch="auto", load_balance_coef=0.01,
+      z_loss_coef=0.001, dtype="bfloat16", param_dtype="float32")
+  c.train = dict(num_steps=100000, batch_size=1024, seq_len=4096, lr=4e-4, warmup_steps=2500,
+                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=10, eval_every=1000,
+                 eval_batch_size=32, save_every=1000, keep=3)
+  c.data = dict(sources=["files"], files=[], text_field="text", val_every=100,
+                max_eval_windows=256)
+  c.compare_dense = False
+  return ml_collections.ConfigDict(c)

@@ -1,0 +1,140 @@
+"""Multi-task models: MMoE(1 expert) == shared-bottom, gates, the hierarchy mask, experts vs NumPy."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from moe_jax.recsys import models
+from moe_jax.recsys.home import task_wiring
+from moe_jax.recsys.layers import FeatureGate, StackedExperts, masked_softmax
+
+VOCAB = (7, 5, 3)
+GROUPS = (0, 0, 1, 1, 1)
+
+
+def _inputs(seed, batch=16, dense=4):
+  rng = np.random.default_rng(seed)
+  sparse = np.stack([rng.integers(0, v, batch) for v in VOCAB], 1).astype(np.int32)
+  return jnp.asarray(sparse), jnp.asarray(rng.standard_normal((batch, dense)), jnp.float32)
+
+
+def _build(spec):
+  return models.build_model(spec, vocab_sizes=VOCAB, embed_dim=4, groups=GROUPS)
+
+
+HOME = dict(kind="home", meta_global=2, meta_per_group=1, task_global=1, task_per_group=1,
+            task_per_task=2, meta_hidden=(8, 6), task_hidden=(5,), tower_hidden=(3,))
+SPECS = {
+    "mmoe": dict(kind="mmoe", num_experts=3, expert_hidden=(8, 6), tower_hidden=(3,)),
+    "cgc": dict(kind="ple", num_levels=1, num_specific=2, num_shared=1, expert_hidden=(6,),
+                tower_hidden=(3,)),
+    "ple": dict(kind="ple", num_levels=2, num_specific=1, num_shared=2, expert_hidden=(6,),
+                tower_hidden=(3,)),
+    "home": HOME,
+}
+
+
+def test_mmoe_with_one_expert_equals_shared_bottom():
+  sparse, dense = _inputs(0)
+  mmoe = _build(dict(kind="mmoe", num_experts=1, expert_hidden=(8, 6), tower_hidden=(3,)))
+  bottom = _build(dict(kind="shared_bottom", bottom_hidden=(8, 6), tower_hidden=(3,)))
+  pm = mmoe.init(jax.random.key(1), sparse, dense)["params"]
+  pb = flax.core.unfreeze(bottom.init(jax.random.key(2), sparse, dense)["params"])
+  pb["features"], pb["towers"] = pm["features"], pm["towers"]
+  experts = pm["level_0"]["experts"]
+  for i in range(2):
+    pb[f"bottom_{i}"] = {"kernel": experts[f"kernel_{i}"][0], "bias": experts[f"bias_{i}"][0]}
+  np.testing.assert_allclose(mmoe.apply({"params": pm}, sparse, dense),
+                             bottom.apply({"params": pb}, sparse, dense), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_gates_sum_to_one_and_respect_masks(name):
+  sparse, dense = _inputs(3)
+  model = _build(SPECS[name])
+  variables = model.init(jax.random.key(4), sparse, dense)
+  logits, state = model.apply(variables, sparse, dense, mutable=["intermediates"])
+  assert logits.shape == (16, len(GROUPS))
+  gates = {k: v[0] for k, v in flax.traverse_util.flatten_dict(
+      state["intermediates"], sep="/").items() if k.endswith("gate")}
+  assert gates
+  for g in gates.values():
+    assert np.all(np.asarray(g) >= 0)
+    np.testing.assert_allclose(np.asarray(g).sum(-1), 1.0, rtol=1e-5)
+  if name == "cgc":  # task k sees its 2 experts and the shared one, nothing else
+    g = np.asarray(gates["level_0/gate"])
+    for k in range(len(GROUPS)):
+      allowed = np.zeros(2 * len(GROUPS) + 1, bool)
+      allowed[[2 * k, 2 * k + 1, -1]] = True
+      assert np.all(g[:, k, ~allowed] == 0) and np.all(g[:, k, allowed] > 0)
+
+
+def _expert_grad_norms(hierarchy_mask, task):
+  """|d logit_task / d expert kernel| for each task-level expert of HoME, [E]."""
+  sparse, dense = _inputs(5)
+  model = _build(dict(HOME, hierarchy_mask=hierarchy_mask))
+  variables = model.init(jax.random.key(6), sparse, dense)
+
+  def out(params):
+    return model.apply({**variables, "params": params}, sparse, dense)[:, task].sum()
+
+  grads = jax.grad(out)(variables["params"])
+  kernel = grads["level_1"]["experts"]["kernel_0"]  # [E, D, H]
+  return np.abs(np.asarray(kernel)).sum(axis=(1, 2))
+
+
+@pytest.mark.parametrize("task", [0, 3])
+def test_hierarchy_mask_blocks_other_groups_experts(task):
+  _, _, mask, _ = task_wiring(GROUPS, HOME["task_global"], HOME["task_per_group"],
+                              HOME["task_per_task"], hierarchy_mask=True)
+  allowed = np.asarray(mask)[task]
+  norms = _expert_grad_norms(True, task)
+  assert np.all(norms[~allowed] == 0.0), norms
+  assert np.all(norms[allowed] > 0.0), norms
+  assert (~allowed).any()
+  assert np.all(_expert_grad_norms(False, task) > 0.0)  # without the mask every expert gets gradient
+
+
+def test_stacked_experts_match_numpy_float64():
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+  layer = StackedExperts((6, 2), activation="relu")
+  params = layer.init(jax.random.key(8), x, train=False)["params"]
+  got = np.asarray(layer.apply({"params": params}, x, train=False))
+  for e in range(3):
+    h = x[:, e].astype(np.float64)
+    for i in range(2):
+      h = np.maximum(h @ np.asarray(params[f"kernel_{i}"][e], np.float64)
+                     + np.asarray(params[f"bias_{i}"][e], np.float64), 0)
+    np.testing.assert_allclose(got[:, e], h, rtol=1e-5, atol=1e-6)
+
+
+def test_swish_batchnorm_experts_are_standardised_in_training():
+  x = np.random.default_rng(9).standard_normal((256, 2, 3)).astype(np.float32) * 5 + 2
+  layer = StackedExperts((4,), activation="swish", norm=True)
+  variables = layer.init(jax.random.key(10), x, train=True)
+  out, _ = layer.apply(variables, x, train=True, mutable=["batch_stats"])
+  pre = np.einsum("bed,edh->beh", x, variables["params"]["kernel_0"]) + variables["params"]["bias_0"]
+  z = (pre - pre.mean(0)) / np.sqrt(pre.var(0) + 1e-5)
+  np.testing.assert_allclose(out, z / (1 + np.exp(-z)), rtol=1e-3, atol=1e-4)
+
+
+def test_feature_gate_starts_at_identity_and_stays_in_zero_two():
+  x = np.random.default_rng(11).standard_normal((4, 3, 5)).astype(np.float32)
+  gate = FeatureGate(rank=2)
+  params = gate.init(jax.random.key(12), x)["params"]
+  np.testing.assert_allclose(gate.apply({"params": params}, x), x, rtol=1e-6)
+  params = jax.tree.map(lambda p: p + 3.0, params)
+  ratio = np.asarray(gate.apply({"params": params}, x)) / x
+  assert np.all((ratio >= 0) & (ratio <= 2))
+
+
+def test_masked_softmax_matches_numpy():
+  rng = np.random.default_rng(13)
+  logits = rng.standard_normal((4, 3, 6))
+  mask = rng.random((3, 6)) < 0.6
+  mask[:, 0] = True
+  got = np.asarray(masked_softmax(jnp.asarray(logits, jnp.float32), mask))
+  ref = np.where(mask, np.exp(logits), 0.0)
+  np.testing.assert_allclose(got, ref / ref.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
