@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import platform
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from moe_jax.data import corpus
 from moe_jax.data.iterator import eval_windows
 from moe_jax.models.config import LMConfig
 from moe_jax.train.loop import TrainConfig, train_lm
+from moe_jax.utils import cli
 from moe_jax.utils.reporting import markdown_table, save_figure, write_results
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:preset]).")
@@ -89,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

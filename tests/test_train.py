@@ -114,5 +114,12 @@ def test_train_quick_writes_results(tmp_path):
 def test_misspelt_command_line_key_names_it(tmp_path):
   proc = _run_train("--config=configs/lm_tiny.py:quick", f"--workdir={tmp_path}",
                     "--config.model.d_modle=64")
-  assert proc.returncode != 0
-  assert "d_modle" in proc.stderr
+  assert proc.returncode == 2
+  assert "d_modle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_invalid_config_value_is_one_clear_line(tmp_path):
+  proc = _run_train("--config=configs/lm_tiny.py:quick", f"--workdir={tmp_path}",
+                    "--config.model.top_k=9")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "top_k: must be in [1, num_experts=4], got 9. Fix:" in proc.stderr
