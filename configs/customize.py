@@ -7,8 +7,14 @@ simulated users a local expert (LE) and a gating network (GN) are trained on tha
 Command:
   python -m experiments.customize --config=configs/customize.py --workdir=/tmp/customize
 
-Expected result (default preset, 2 shared CPU cores, RESULT_TIME):
-RESULT_TABLE
+Expected result (default preset; 2 CPU cores shared with other jobs, ~70 s wall; quick: ~25 s):
+  mean over 10 users           GE      LE      GE+LE+GN   paper (abstract)
+  user test accuracy           0.794   0.940   0.936      "significantly enhanced"
+  generic test accuracy        0.975   0.843   0.969      "almost no degradation"
+  LE + GN overhead             energy proxy 0.47%, parameters 2.16%, FLOPs 0.32%; paper ~2.5%
+  GN target 'ge_error' (user data only): user 0.890, generic 0.932 (-4.3 points).
+  Other seeds (--config.seed=1 / 2): user 0.776 -> 0.923 / 0.809 -> 0.912, generic
+  0.960 -> 0.952 / 0.977 -> 0.976.
 
 Data: the paper uses EMNIST and ten real users' handwriting; neither can be downloaded here. The
 default uses scikit-learn's 1,797 digits (8x8, upsampled to a 20x20 box in 28x28, MNIST-like) with a
@@ -16,9 +22,10 @@ class-stratified split: GE trains on 90 per class, the generic test set is 40 pe
 the held-out pool the users write from (scikit-learn keeps no writer ids, so users are held-out
 samples, not held-out writers). Each user re-writes pool samples in a fixed style (slant, stroke
 width, a fixed personal elastic field plus per-sample jitter, and for half the users a personal
-glyph for one class); the user's train and test samples are disjoint. `data.source='emnist'` with
-`data.emnist_dir` runs the same pipeline on EMNIST's gzip IDX files (train and test concatenated,
-then split the same way).
+glyph for one class); a user's train and test samples are disjoint, and users draw independently
+from the same pool (~48 per class), so two users may re-write one base sample in their own styles.
+`data.source='emnist'` with `data.emnist_dir` runs the same pipeline on EMNIST's gzip IDX files
+(train and test concatenated, then split the same way).
 
 What the paper fixes (abstract): GE = LeNet5 on EMNIST; LE and GN trained on the device from the
 user's small set with GE frozen; ten users; LE + GN cost ~2.5% of GE in energy and size. Everything

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -24,7 +23,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from moe_jax.customization import costs, data, gating, lenet, local_expert, mixture, train, users
-from moe_jax.utils import reporting
+from moe_jax.utils import cli, reporting
 from moe_jax.utils.errors import check_choice, check_positive, require
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/customize.py[:preset].")
@@ -32,10 +31,72 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 
 PAPER_OVERHEAD = 0.025  # Abstract: LE + GN "around 2.5%" of GE in energy and network size.
 METHODS = ("ge", "le", "moe")
+LABELS = {"ge": "GE", "le": "LE", "moe": "GE+LE+GN"}
+COLORS = {"ge": "tab:gray", "le": "tab:orange", "moe": "tab:blue"}
 
 
 def accuracy(logits, labels) -> float:
   return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
+
+
+def evaluate(out_user: dict, y_user, out_generic: dict, y_generic, *methods: str) -> dict:
+  """Accuracies of `methods` on the user's and the generic test set, and the share sent to LE."""
+  key = {"ge": "ge_logits", "le": "le_logits", "moe": "logits"}
+  result = {}
+  for m in methods:
+    result[f"{m}_user_acc"] = accuracy(out_user[key[m]], y_user)
+    result[f"{m}_generic_acc"] = accuracy(out_generic[key[m]], y_generic)
+  result["to_local_user"] = float(np.mean(out_user["to_local"]))
+  result["to_local_generic"] = float(np.mean(out_generic["to_local"]))
+  return result
+
+
+USER_COLUMNS = {"GE user": "ge_user_acc", "LE user": "le_user_acc", "MoE user": "moe_user_acc",
+                "GE generic": "ge_generic_acc", "LE generic": "le_generic_acc",
+                "MoE generic": "moe_generic_acc", "to LE (user)": "to_local_user",
+                "to LE (generic)": "to_local_generic"}
+
+
+def report(cfg, results: dict, n_generic: int, target: str) -> str:
+  """The markdown tables: per user, the summary beside the paper, gate targets, costs."""
+  gate = (f"GN target '{target}'" + (
+      f" (deviation from 'user data only': GN also sees {cfg.gn.reference_per_class}/class generic"
+      " reference samples)" if target == "source" else " (user data only)"))
+  header = "\n".join([
+      "## GE / LE / GN customization (arXiv:1811.00056)", "",
+      f"Data: {results['data']} with {cfg.users.num_users} simulated users (fixed per-user slant, "
+      "stroke width, elastic field and, for some, a personal glyph, applied to held-out samples; "
+      "the paper: EMNIST and ten real users' handwriting); "
+      f"{cfg.users.train_per_class} train + {cfg.users.test_per_class} test samples per class "
+      f"per user; generic test {n_generic} samples.",
+      f"GE = LeNet5 (frozen); LE and GN read GE's {cfg.ge.feature_layer} features; hard gate at "
+      f"{cfg.gn.threshold}; {gate}.", ""])
+  user_table = reporting.markdown_table(
+      ["user", "style", *USER_COLUMNS],
+      [[r["user"], r["style"], *[r[k] for k in USER_COLUMNS.values()]] for r in results["users"]]
+      + [["mean", "", *[results[k] for k in USER_COLUMNS.values()]]], floatfmt=".3f")
+  r = results
+  summary_table = reporting.markdown_table(
+      ["", "ours (mean of users)", "paper (abstract)"],
+      [["user accuracy, GE -> GE+LE+GN", f"{r['ge_user_acc']:.3f} -> {r['moe_user_acc']:.3f}",
+        "\"significantly enhanced\""],
+       ["generic accuracy, GE -> GE+LE+GN",
+        f"{r['ge_generic_acc']:.3f} -> {r['moe_generic_acc']:.3f}", "\"almost no degradation\""],
+       ["LE + GN overhead, energy proxy", f"{100 * r['overhead']:.2f}%", "~2.5%"],
+       ["LE + GN overhead, parameters", f"{100 * r['overhead_params']:.2f}%", "~2.5%"],
+       ["LE + GN overhead, FLOPs", f"{100 * r['overhead_flops']:.2f}%", "-"]])
+  target_table = reporting.markdown_table(
+      ["GN target", "MoE user", "MoE generic", "to LE (user)", "to LE (generic)"],
+      [[t, a["moe_user_acc"], a["moe_generic_acc"], a["to_local_user"], a["to_local_generic"]]
+       for t, a in r["gate_targets"].items()], floatfmt=".3f")
+  cost_table = reporting.markdown_table(
+      ["network", "params", "FLOPs", "memory reads", "energy proxy"],
+      [[n.upper(), c["params"], c["flops"], c["reads"], f"{c['energy']:.0f}"]
+       for n, c in r["costs"].items()])
+  return "\n".join([header, user_table, "", summary_table, "",
+                    "Gate target (same LE, same users):", "", target_table, "",
+                    f"Costs per example (energy = FLOPs + {cfg.costs.read_weight} x reads):", "",
+                    cost_table])
 
 
 def plot_users(rows: list[dict], workdir: str) -> None:
@@ -44,18 +105,18 @@ def plot_users(rows: list[dict], workdir: str) -> None:
   nrows = (n + cols - 1) // cols
   fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False,
                            sharey=True)
-  colors = {"ge": "tab:gray", "le": "tab:orange", "moe": "tab:blue"}
   for ax, row in zip(axes.flat, rows):
     for j, m in enumerate(METHODS):
       vals = [row[f"{m}_user_acc"], row[f"{m}_generic_acc"]]
-      ax.bar(np.arange(2) + (j - 1) * 0.27, vals, 0.27, color=colors[m], label=m.upper())
-    ax.set_xticks([0, 1], ["user test", "generic test"])
+      ax.bar(np.arange(2) + (j - 1) * 0.27, vals, 0.27, color=COLORS[m], label=LABELS[m])
+    ax.set_xticks([0, 1], ["user test", "generic test"], fontsize=8)
     ax.set_title(f"user {row['user']}\n{row['style']}", fontsize=7)
     ax.set_ylim(0, 1)
   for ax in list(axes.flat)[n:]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7, loc="lower left")
   axes.flat[0].set_ylabel("accuracy")
+  fig.tight_layout()
   reporting.save_figure(fig, workdir, "users")
 
 
@@ -65,8 +126,7 @@ def plot_summary(rows: list[dict], overhead: dict[str, float], workdir: str) -> 
     for j, m in enumerate(METHODS):
       vals = [r[f"{m}_{split}_acc"] for r in rows]
       x = k + (j - 1) * 0.27
-      ax1.bar(x, np.mean(vals), 0.27, color=("tab:gray", "tab:orange", "tab:blue")[j],
-              label=m.upper() if k == 0 else None)
+      ax1.bar(x, np.mean(vals), 0.27, color=COLORS[m], label=LABELS[m] if k == 0 else None)
       ax1.scatter(np.full(len(vals), x), vals, s=6, color="k", zorder=3)
   ax1.set_xticks([0, 1], ["users' test sets", "generic test set"])
   ax1.set_ylabel("accuracy (bars: mean over users; dots: users)")
@@ -140,14 +200,14 @@ def main(argv):
 
   rows, ablation, samples = [], {t: [] for t in targets}, []
   for u in reporting.progress(range(cfg.users.num_users), total=cfg.users.num_users, desc="users"):
-    style = styles[u]
     tr, te = data.per_class_draw(split["pool"], labels, (cfg.users.train_per_class,
-                                                    cfg.users.test_per_class), rng)
-    x_tr = users.render(images[tr], labels[tr], style, seed=cfg.seed + 1000 + 2 * u)
-    x_te = users.render(images[te], labels[te], style, seed=cfg.seed + 1001 + 2 * u)
-    samples.append(x_tr[[int(np.flatnonzero(labels[tr] == c)[0]) for c in range(num_classes)]])
+                                                         cfg.users.test_per_class), rng)
+    x_tr = users.render(images[tr], labels[tr], styles[u], seed=cfg.seed + 1000 + 2 * u)
+    x_te = users.render(images[te], labels[te], styles[u], seed=cfg.seed + 1001 + 2 * u)
+    samples.append(x_tr[[int(np.flatnonzero(labels[tr] == c)[0]) for c in np.unique(labels[tr])]])
 
-    # On the device: LE, then GN, from the user's set (GE frozen; only its features are read).
+    # On the device: LE, then GN, from the user's set (and, for gate target 'source', the generic
+    # reference set); GE is frozen and only its features are read.
     ge_logits_tr, features_tr = ge_apply(x_tr)
     le_params = train.train_local_expert(le, np.asarray(features_tr), labels[tr], cfg.le,
                                          cfg.seed + u)
@@ -158,20 +218,12 @@ def main(argv):
       gn_params[t] = train.train_gate(gn, gn_x, gn_y, cfg.gn, cfg.seed + u)
       out_user = moe_apply(le_params, gn_params[t], x_te)
       out_generic = moe_apply(le_params, gn_params[t], x_generic)
-      result = {"moe_user_acc": accuracy(out_user["logits"], labels[te]),
-                "moe_generic_acc": accuracy(out_generic["logits"], y_generic),
-                "to_local_user": float(np.mean(out_user["to_local"])),
-                "to_local_generic": float(np.mean(out_generic["to_local"]))}
-      ablation[t].append(result)
+      ablation[t].append(evaluate(out_user, labels[te], out_generic, y_generic, "moe"))
       if t == targets[0]:
-        rows.append({"user": u, "style": style.describe(),
-                     "ge_user_acc": accuracy(out_user["ge_logits"], labels[te]),
-                     "le_user_acc": accuracy(out_user["le_logits"], labels[te]),
-                     "ge_generic_acc": accuracy(out_generic["ge_logits"], y_generic),
-                     "le_generic_acc": accuracy(out_generic["le_logits"], y_generic),
+        rows.append({"user": u, "style": styles[u].describe(),
+                     **evaluate(out_user, labels[te], out_generic, y_generic, *METHODS),
                      "ge_errors_train": float(np.mean(gating.ge_errors(ge_logits_tr,
-                                                                        labels[tr]))),
-                     **result})
+                                                                        labels[tr])))})
     train.save_checkpoint(os.path.join(workdir, "checkpoints", f"user_{u:02d}"),
                           {"le": le_params, "gn": gn_params})
 
@@ -189,62 +241,21 @@ def main(argv):
           if k not in ("user", "style")}
   ablation_mean = {t: {k: float(np.mean([r[k] for r in v])) for k in v[0]}
                    for t, v in ablation.items()}
-  results = {**{k: mean[k] for k in mean}, "overhead": overhead["energy"],
+  results = {**mean, "overhead": overhead["energy"],
              "overhead_params": overhead["params"], "overhead_flops": overhead["flops"],
              "gn_target": targets[0], "users": rows, "gate_targets": ablation_mean, "costs": cost,
              "data": data_name, "num_users": cfg.users.num_users,
              "paper": {"overhead": PAPER_OVERHEAD}, "runtime_s": time.time() - start}
 
-  gate = (f"GN target '{targets[0]}'" + (
-      f" (deviation from 'user data only': GN also sees {cfg.gn.reference_per_class}/class generic"
-      " reference samples)" if targets[0] == "source" else " (user data only)"))
-  header = "\n".join([
-      "## GE / LE / GN customization (arXiv:1811.00056)", "",
-      f"Data: {data_name}, not the paper's EMNIST + ten real users: {cfg.users.num_users} "
-      "simulated users (fixed per-user slant, stroke width, elastic field and, for some, a "
-      f"personal glyph, applied to held-out samples); {cfg.users.train_per_class} train + "
-      f"{cfg.users.test_per_class} test samples per class per user; generic test "
-      f"{len(y_generic)} samples.",
-      f"GE = LeNet5 (frozen); LE and GN read GE's {cfg.ge.feature_layer} features; hard gate at "
-      f"{cfg.gn.threshold}; {gate}.", ""])
-  user_table = reporting.markdown_table(
-      ["user", "style", "GE user", "LE user", "MoE user", "GE generic", "LE generic",
-       "MoE generic", "to LE (user)", "to LE (generic)"],
-      [[r["user"], r["style"], r["ge_user_acc"], r["le_user_acc"], r["moe_user_acc"],
-        r["ge_generic_acc"], r["le_generic_acc"], r["moe_generic_acc"], r["to_local_user"],
-        r["to_local_generic"]] for r in rows]
-      + [["mean", "", mean["ge_user_acc"], mean["le_user_acc"], mean["moe_user_acc"],
-          mean["ge_generic_acc"], mean["le_generic_acc"], mean["moe_generic_acc"],
-          mean["to_local_user"], mean["to_local_generic"]]], floatfmt=".3f")
-  summary_table = reporting.markdown_table(
-      ["", "ours (mean of users)", "paper (abstract)"],
-      [["user accuracy, GE -> GE+LE+GN",
-        f"{mean['ge_user_acc']:.3f} -> {mean['moe_user_acc']:.3f}", "\"significantly enhanced\""],
-       ["generic accuracy, GE -> GE+LE+GN",
-        f"{mean['ge_generic_acc']:.3f} -> {mean['moe_generic_acc']:.3f}",
-        "\"almost no degradation\""],
-       ["LE + GN overhead, energy proxy", f"{100 * overhead['energy']:.2f}%", "~2.5%"],
-       ["LE + GN overhead, parameters", f"{100 * overhead['params']:.2f}%", "~2.5%"],
-       ["LE + GN overhead, FLOPs", f"{100 * overhead['flops']:.2f}%", "-"]])
-  target_table = reporting.markdown_table(
-      ["GN target", "MoE user", "MoE generic", "to LE (user)", "to LE (generic)"],
-      [[t, a["moe_user_acc"], a["moe_generic_acc"], a["to_local_user"], a["to_local_generic"]]
-       for t, a in ablation_mean.items()], floatfmt=".3f")
-  cost_table = reporting.markdown_table(
-      ["network", "params", "FLOPs", "memory reads", "energy proxy"],
-      [[n.upper(), c["params"], c["flops"], c["reads"], f"{c['energy']:.0f}"]
-       for n, c in cost.items()])
-  markdown = "\n".join([header, user_table, "", summary_table, "",
-                        "Gate target (same LE, same users):", "", target_table, "",
-                        f"Costs per example (energy = FLOPs + {cfg.costs.read_weight} x reads):",
-                        "", cost_table, "", f"Run time: {time.time() - start:.0f} s."])
+  markdown = report(cfg, results, len(y_generic), targets[0]) + (
+      f"\n\nRun time: {time.time() - start:.0f} s.")
   reporting.write_results(workdir, results, markdown)
   plot_users(rows, workdir)
   plot_summary(rows, overhead, workdir)
-  plot_samples(x_generic[[int(np.flatnonzero(y_generic == c)[0]) for c in range(num_classes)]],
+  plot_samples(x_generic[[int(np.flatnonzero(y_generic == c)[0]) for c in np.unique(y_generic)]],
                samples, workdir)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

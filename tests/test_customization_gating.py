@@ -61,16 +61,15 @@ def test_gate_that_always_picks_ge_reproduces_ge_exactly():
   images = rng.uniform(size=(16, 28, 28)).astype(np.float32)
   ge, le, gn = lenet.LeNet5(10), local_expert.LocalExpert(10, hidden=8), gating.GatingNetwork()
   ge_params = ge.init(jax.random.key(0), images[:1])["params"]
-  _, features = ge.apply({"params": ge_params}, images)
+  ge_logits, features = jax.jit(ge.apply)({"params": ge_params}, images)
   le_params = le.init(jax.random.key(1), features[:1])["params"]
-  gn_params = gn.init(jax.random.key(2), features[:1])["params"]
-  # A GN whose output is ~1e-22 everywhere: every input goes to GE.
-  gn_params = jax.tree.map(np.zeros_like, gn_params)
-  gn_params["out"]["bias"] = np.full_like(gn_params["out"]["bias"], -50.0)
-  out = mixture.predict(ge, ge_params, le, le_params, gn, gn_params, images, threshold=0.5)
-  ge_logits, _ = ge.apply({"params": ge_params}, images)
+  # A GN whose output is sigmoid(-50) ~ 2e-22 everywhere: every input goes to GE.
+  gn_params = {"out": {"kernel": np.zeros((120, 1), np.float32),
+                       "bias": np.full((1,), -50.0, np.float32)}}
+  predict = jax.jit(mixture.predict, static_argnums=(0, 2, 4))
+  out = predict(ge, ge_params, le, le_params, gn, gn_params, images, threshold=0.5)
   assert not np.asarray(out["to_local"]).any()
   np.testing.assert_array_equal(np.asarray(out["logits"]), np.asarray(ge_logits))
   # The same GN with a threshold below its output sends everything to LE.
-  out = mixture.predict(ge, ge_params, le, le_params, gn, gn_params, images, threshold=-1.0)
+  out = predict(ge, ge_params, le, le_params, gn, gn_params, images, threshold=-1.0)
   np.testing.assert_array_equal(np.asarray(out["logits"]), np.asarray(out["le_logits"]))
