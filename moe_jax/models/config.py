@@ -14,6 +14,16 @@ from moe_jax.layers.routers import ROUTERS
 from moe_jax.utils.errors import ConfigError, check_choice, check_positive, require
 
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTIONS = ("gqa", "mla")
+QK_NORMS = ("none", "head", "full")
+NORMS = ("rmsnorm", "layernorm")
+ROPE_TYPES = ("default", "yarn", "longrope")
+
+
+def rope_scaling_tuple(params: dict) -> tuple:
+  """RoPE parameters as a hashable, sorted tuple of (name, value); lists become tuples."""
+  return tuple(sorted((str(k), tuple(v) if isinstance(v, (list, tuple)) else v)
+                      for k, v in params.items() if v is not None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +34,22 @@ class LMConfig:
   head_dim (default D / H), dense FFN width d_ff, expert FFN width expert_d_ff.
   `moe_layers`: which layers get an MoE FFN: "all", "none", or a list of layer indices;
   `first_dense` layers at the bottom stay dense regardless (DeepSeek's first_k_dense_replace).
+
+  Variants of the published MoE LMs (moe_jax/convert reads them from a checkpoint's config):
+    attention: "gqa" (grouped-query) or "mla" (DeepSeek-V2/V3 multi-head latent attention with
+      q_lora_rank (0: no query compression), kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+      v_head_dim).
+    qkv_bias / o_bias: biases on the q/k/v (MLA: the down-projections) and output projections.
+    qk_norm: "none", "head" (RMSNorm over each head's K features, Qwen3-MoE) or "full" (over all
+      heads' features, OLMoE); clip_qkv > 0 clamps q, k, v to [-clip, clip] (OLMoE).
+    sliding_window > 0: each query sees the last `sliding_window` positions only (Mistral).
+    rope_interleave: RoPE rotates pairs (x0, x1), (x2, x3), ... instead of the two halves.
+    rope_type / rope_scaling: "default", or "yarn" (DeepSeek-V3) / "longrope" (Phi-3.5-MoE)
+      with the checkpoint's RoPE parameters as sorted (name, value) pairs, lists as tuples.
+    norm: "rmsnorm" or "layernorm" (with bias; PhiMoE). lm_head_bias: a bias on the output head.
+    scale_tied_logits: tied logits are divided by sqrt(d_model) (this repo's training default);
+      Hugging Face models do not scale.
+    router_jitter_eps: the sparsemixer router's mask threshold (PhiMoE's router_jitter_noise).
   """
   vocab_size: int = 256
   d_model: int = 256
@@ -55,6 +81,24 @@ class LMConfig:
   load_balance_coef: float = 0.01
   z_loss_coef: float = 0.0
   seq_balance_coef: float = 0.0
+  router_jitter_eps: float = 0.01
+  attention: str = "gqa"
+  qkv_bias: bool = False
+  o_bias: bool = False
+  qk_norm: str = "none"
+  clip_qkv: float = 0.0
+  sliding_window: int = 0
+  rope_interleave: bool = False
+  rope_type: str = "default"
+  rope_scaling: tuple = ()
+  q_lora_rank: int = 0
+  kv_lora_rank: int = 512
+  qk_nope_head_dim: int = 128
+  qk_rope_head_dim: int = 64
+  v_head_dim: int = 128
+  norm: str = "rmsnorm"
+  lm_head_bias: bool = False
+  scale_tied_logits: bool = True
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -72,6 +116,24 @@ class LMConfig:
     check_choice("activation", self.activation, ACTIVATIONS)
     check_choice("dtype", self.dtype, DTYPES)
     check_choice("param_dtype", self.param_dtype, DTYPES)
+    check_choice("attention", self.attention, ATTENTIONS)
+    check_choice("qk_norm", self.qk_norm, QK_NORMS)
+    check_choice("norm", self.norm, NORMS)
+    check_choice("rope_type", self.rope_type, ROPE_TYPES)
+    needed = {"default": (), "yarn": ("factor", "original_max_position_embeddings"),
+              "longrope": ("short_factor", "original_max_position_embeddings")}[self.rope_type]
+    missing = [k for k in needed if k not in dict(self.rope_scaling)]
+    require(not missing, "rope_scaling", f"{self.rope_type} RoPE needs {missing}",
+            "give them as (name, value) pairs")
+    require(self.sliding_window >= 0, "sliding_window",
+            f"must be >= 0, got {self.sliding_window}", "use 0 for full causal attention")
+    if self.attention == "mla":
+      for field in ("kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
+        check_positive(field, getattr(self, field))
+      require(self.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim",
+              f"RoPE needs an even width, got {self.qk_rope_head_dim}", "use an even width")
+      require(self.qk_norm == "none", "qk_norm", "MLA has no q/k norms",
+              "set qk_norm='none' with attention='mla'")
     if self.moe_layer_ids():
       check_choice("router", self.router, ROUTERS)
       check_choice("dispatch", self.dispatch, DISPATCHES + ("auto",))
@@ -116,7 +178,8 @@ class LMConfig:
                 gmm_impl=self.gmm_impl, capacity_factor=self.capacity_factor,
                 n_group=self.n_group, topk_group=self.topk_group,
                 routed_scaling_factor=self.routed_scaling_factor,
-                shared_d_ff=self.shared_d_ff, shared_gate=self.shared_gate,
+                jitter_eps=self.router_jitter_eps, shared_d_ff=self.shared_d_ff,
+                shared_gate=self.shared_gate,
                 load_balance_coef=self.load_balance_coef, z_loss_coef=self.z_loss_coef,
                 seq_balance_coef=self.seq_balance_coef)
 
@@ -130,6 +193,8 @@ class LMConfig:
             f"use only the fields of LMConfig: {', '.join(sorted(names))}")
     if isinstance(d.get("moe_layers"), list):
       d["moe_layers"] = tuple(d["moe_layers"])
+    if d.get("rope_scaling"):
+      d["rope_scaling"] = rope_scaling_tuple(dict(d["rope_scaling"]))
     return cls(**d)
 
   def dense_twin(self) -> "LMConfig":

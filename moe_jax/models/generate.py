@@ -1,10 +1,13 @@
 """Autoregressive generation with a key/value cache: greedy or sampled.
 
 prompt[B, P] -> tokens[B, P + N]. One prefill call writes the prompt into the cache, then a
-`lax.scan` decodes one token per step; the whole thing is one jitted program per shape.
+`lax.scan` decodes one token per step; the whole thing is one jitted program per shape. Works
+for every attention of `MoELM` (grouped-query caches keys/values, latent attention caches the
+compressed latent and the shared RoPE key).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -29,8 +32,9 @@ def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float,
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "top_k"))
 def _generate(cfg, variables, prompt, rng, max_new_tokens, temperature, top_k):
-  model = MoELM(cfg, decode=True)
   b, p = prompt.shape
+  # The cache holds exactly the P + N positions this call needs, not cfg.max_len.
+  model = MoELM(dataclasses.replace(cfg, max_len=p + max_new_tokens), decode=True)
   cache = model.init(jax.random.key(0), jnp.zeros((b, 1), jnp.int32))["cache"]
   cache = jax.tree.map(jnp.zeros_like, cache)
   cache = jax.tree.map_with_path(

@@ -1,0 +1,1 @@
+"""Model zoo: Hugging Face MoE checkpoints (config.json + safetensors) <-> MoELM variables."""
