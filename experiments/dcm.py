@@ -13,9 +13,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from moe_jax.utils import cli
 from moe_jax.utils.errors import check_choice, check_positive, require
 from moe_jax.utils.reporting import markdown_table, write_results
 from moe_jax.video_diffusion import data as vdata
@@ -28,7 +29,7 @@ from moe_jax.video_diffusion.schedule import DETAIL, SEMANTIC, FlowSchedule
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/dcm.py", "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/dcm", "Output directory.")
 
-# Paper Table 1 (VBench Total / Quality / Semantic) and Fig. 3 (VBench total, read off the bar chart).
+# Paper Table 1 (VBench Total / Quality / Semantic) and Fig. 3 (VBench total, read off the chart).
 PAPER_VBENCH = {
     "HunyuanVideo teacher, 50 steps": (83.87, 85.00, 79.34),
     "HunyuanVideo LCM, 4 steps": (80.33, 80.83, 78.32),
@@ -137,26 +138,27 @@ class Run:
 
   def _distill(self, name, plan, students, v: Variant, seed):
     self.histories[name] = distill.distill(
-        plan, students, self._losses(v), self.teacher, self.teacher_params, self.schedule, self.data,
-        batch=self.c.batch, seed=seed, disc=self._disc(v) if DETAIL in plan else None, desc=name)
+        plan, students, self._losses(v), self.teacher, self.teacher_params, self.schedule,
+        self.data, batch=self.c.batch, seed=seed, disc=self._disc(v) if DETAIL in plan else None,
+        desc=name)
 
-  def _full_student(self, params, lr):
+  def full_student(self, params, lr):
     return distill.Student(self.full_apply, params, {}, distill.make_optimizer(lr))
 
   def _semantic_expert(self, v: Variant):
     """Stage 1 (full fine-tune from the teacher on the high-noise phase), shared by variants."""
     if v.tc not in self._semantic_cache:
-      st = self._full_student(self.teacher_params, self.c.lr_semantic)
+      st = self.full_student(self.teacher_params, self.c.lr_semantic)
       self._distill(f"semantic expert (tc={v.tc})", [SEMANTIC] * self.c.semantic_steps,
                     {SEMANTIC: st}, v, self.c.seed + 1)
       self._semantic_cache[v.tc] = st
     return self._semantic_cache[v.tc]
 
   def train(self, name: str):
-    """Trains one variant; returns (semantic student, detail student) (the same object if unsplit)."""
+    """Trains one variant; returns (semantic, detail) students (one object twice if unsplit)."""
     c, v = self.c, VARIANTS[name]
     if not v.split:
-      st = self._full_student(self.teacher_params, c.lr_semantic)
+      st = self.full_student(self.teacher_params, c.lr_semantic)
       plan = [SEMANTIC] * c.semantic_steps + [DETAIL] * c.detail_steps
       np.random.default_rng(c.seed + 3).shuffle(plan)
       self._distill(name, plan, {SEMANTIC: st, DETAIL: st}, v, c.seed + 2)
@@ -167,7 +169,7 @@ class Run:
           self.lora_model, sem.trainable, jax.random.PRNGKey(c.seed + 4), self.x1, self.s1)
       det = distill.Student(self.lora_apply, trainable, frozen, distill.make_optimizer(c.lr_detail))
     else:
-      det = self._full_student(sem.trainable, c.lr_semantic)
+      det = self.full_student(sem.trainable, c.lr_semantic)
     self._distill(f"{name} detail expert", [DETAIL] * c.detail_steps, {DETAIL: det}, v, c.seed + 2)
     return sem, det
 
@@ -194,7 +196,7 @@ def main(_):
 
   noise = np.asarray(jax.random.normal(jax.random.PRNGKey(c.seed + 7),
                                        (c.n_eval, c.frames, c.size, c.size, 1)))
-  teacher_st = run._full_student(run.teacher_params, c.lr_semantic)  # pylint: disable=protected-access
+  teacher_st = run.full_student(run.teacher_params, c.lr_semantic)
   teacher_v = run.velocity(teacher_st, teacher_st)
   reference = np.asarray(euler_sample(teacher_v, noise, sched.teacher_sigmas()))
   full_steps = len(sched.teacher_sigmas()) - 1
@@ -246,7 +248,8 @@ def main(_):
                           "mean_grad_norm": float(np.mean([h["grad_norm"] for h in rows]))}
 
   results.update({
-      "per_timestep": {k: {"sigma": v[0], "loss": v[1], "grad_norm": v[2]} for k, v in curves.items()},
+      "per_timestep": {k: {"sigma": v[0], "loss": v[1], "grad_norm": v[2]}
+                       for k, v in curves.items()},
       "cm_phase_stats": phase_stats, "classifier_test_acc": clf_acc,
       "teacher_final_loss": float(np.mean(run.teacher_losses[-50:])),
       "trainable_params": {"teacher": experts.count_params(run.teacher_params),
@@ -277,7 +280,10 @@ def _markdown(c, r, full_steps) -> str:
       f"construction). FD in the features of a video classifier (test digit acc "
       f"{r['classifier_test_acc']['digit_acc']:.2f}, direction acc "
       f"{r['classifier_test_acc']['direction_acc']:.2f}) against {c.n_test} held-out real clips; "
-      f"{c.n_eval} samples per row.\n")
+      f"{c.n_eval} samples per row. Scale deviations from the paper's code: pixel clips instead "
+      f"of VAE latents, no text / CFG, a width-{c.width} DiT, LoRA r={c.lora_rank}, learning rates "
+      f"{c.lr_semantic:g}/{c.lr_detail:g}/{c.lr_discriminator:g} (paper 1e-6/5e-6/1e-5) and "
+      f"hundreds instead of 1500 + 1000 steps; lower is better in every column.\n")
   rows = [(name, steps, *(m[name][steps][k] for k in ("fd", "temporal_err", "detail_err")))
           for name in ("teacher", "cm", "dcm") for steps in m[name]]
   main_t = markdown_table(["method", "steps", "FD", "temporal err", "detail err"], rows)
@@ -288,15 +294,26 @@ def _markdown(c, r, full_steps) -> str:
   ps = r["cm_phase_stats"]
   diag = markdown_table(["CM training steps on phase", "mean CD loss", "mean grad norm"],
                         [(k, v["mean_cd_loss"], v["mean_grad_norm"]) for k, v in ps.items()])
+  curve_rows = []
+  for label, v in r["per_timestep"].items():
+    sem = np.asarray(v["sigma"]) > r["boundary_sigma"]
+    loss, grad = np.asarray(v["loss"]), np.asarray(v["grad_norm"])
+    curve_rows.append((label, loss[sem].mean(), loss[~sem].mean(), grad[sem].mean(),
+                       grad[~sem].mean()))
+  curve_t = markdown_table(["per-timestep sweep, mean over grid nodes", "loss semantic phase",
+                            "loss detail phase", "grad norm semantic", "grad norm detail"],
+                           curve_rows, floatfmt=".2e")
   paper = markdown_table(["paper (VBench, Table 1)", "total", "quality", "semantic"],
                          [(k, *v) for k, v in r["paper_vbench_total_quality_semantic"].items()],
                          floatfmt=".2f")
   fig3 = ", ".join(f"{k} {v}" for k, v in r["paper_fig3_vbench"].items())
   return "\n\n".join([header, main_t, "Ablation (each DCM component off):", abl_t,
                       "Per-phase dynamics of the single-expert CM (see per_timestep.png):", diag,
-                      "Paper figures for direction (higher VBench is better; ours: lower is better):",
+                      curve_t,
+                      "Paper figures, for direction (higher VBench is better; ours: lower is "
+                      "better):",
                       paper, f"Paper Fig. 3 (VBench total, read off the chart): {fig3}."])
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,14 +16,16 @@ DIRECTIONS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -
 def moving_digits(n: int, *, frames: int = 8, size: int = 16, split: str = "train", seed: int = 0):
   """Digits bouncing on a size x size canvas, one per clip.
 
-  Each clip draws an 8x8 digit image (train: the first 1400 of sklearn's 1797, test: the rest), a start
-  position, one of 8 directions and a speed of 1 or 2 px / frame, and reflects off the borders.
+  Each clip draws an 8x8 digit image (train: the first 1400 of sklearn's 1797, test: the rest), a
+  start position, one of 8 directions and a speed of 1 or 2 px / frame, and reflects off the
+  borders.
 
   Returns:
     videos [n, frames, size, size, 1] in [-1, 1], digit labels [n], direction labels [n].
   """
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  require(size >= 10, "size", f"canvas {size} leaves an 8x8 digit no room to move", "use size >= 10")
+  require(size >= 10, "size", f"canvas {size} leaves an 8x8 digit no room to move",
+          "use size >= 10")
   require(split in ("train", "test"), "split", f"unknown split {split!r}", "use 'train' or 'test'")
   digits = load_digits()
   images, targets = digits.images / 16.0, digits.target
@@ -54,13 +56,14 @@ def _to_unit(frames: np.ndarray) -> np.ndarray:
 
 def load_video_folder(path: str, *, frames: int, size: int, channels: int = 1) -> np.ndarray:
   """Loads clips from `path`: each `*.npy` is one clip [T, H, W] or [T, H, W, C] (uint8 0..255 or
-  float 0..1), each sub-folder holds one clip as PNG frames sorted by name. Clips are cut to the first
-  `frames` frames, resized to size x size and converted to `channels` (1 = grey, 3 = RGB).
+  float 0..1), each sub-folder holds one clip as PNG frames sorted by name. Clips are cut to the
+  first `frames` frames, resized to size x size and converted to `channels` (1 = grey, 3 = RGB).
 
   Returns [N, frames, size, size, channels] float32 in [-1, 1].
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  require(os.path.isdir(path), "data_dir", f"{path!r} is not a folder", "point it at a folder of clips")
+  require(os.path.isdir(path), "data_dir", f"{path!r} is not a folder",
+          "point it at a folder of clips")
   mode = {1: "L", 3: "RGB"}[channels]
 
   def resize(frame: np.ndarray) -> np.ndarray:
@@ -81,7 +84,8 @@ def load_video_folder(path: str, *, frames: int, size: int, channels: int = 1) -
       raw = [np.asarray(Image.open(os.path.join(full, f))) for f in pngs]
     else:
       continue
-    require(len(raw) >= frames, "frames", f"clip {name!r} has {len(raw)} frames, fewer than {frames}",
+    require(len(raw) >= frames, "frames",
+            f"clip {name!r} has {len(raw)} frames, fewer than {frames}",
             "lower config.frames or drop short clips")
     clips.append(np.stack([resize(f) for f in raw[:frames]]))
   require(bool(clips), "data_dir", f"no .npy clips or PNG-frame folders in {path!r}",

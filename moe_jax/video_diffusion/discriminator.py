@@ -1,8 +1,9 @@
 """DCM's discriminator: light heads on frozen teacher features (`distill/discriminator.py`).
 
-Each head sees one tapped teacher hidden state [B, T, P, D] of a re-noised clip and applies, per frame,
-a 1x1 conv (a Dense over tokens) -> GroupNorm -> LeakyReLU, one residual conv-GN-LReLU unit, and a 1x1
-conv to one logit per token. Paper: D=3072 -> 1024 channels, 32 groups, one head per 2nd block.
+Each head sees one tapped teacher hidden state [B, T, P, D] of a re-noised clip and applies, per
+frame, a 1x1 conv (a Dense over tokens) -> GroupNorm -> LeakyReLU, one residual conv-GN-LReLU unit,
+and a 1x1 conv to one logit per token. Paper: D=3072 -> 1024 channels, 32 groups, one head per 2nd
+block.
 """
 from __future__ import annotations
 

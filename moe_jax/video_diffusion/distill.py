@@ -1,16 +1,19 @@
 """Teacher training (rectified flow) and DCM's phased consistency distillation.
 
-One distillation step on phase p with end level s_e (DCM code, PCM-style `euler_style_multiphase_pred`
-with one phase per expert), for a grid index i drawn uniformly from the phase:
-  x_s = s_i eps + (1 - s_i) x0,                    pred   = x_s + (s_e - s_i) v_theta(x_s, s_i)
-  x_prev = x_s + (s'_i - s_i) v_teacher(x_s, s_i),  target = x_prev + (s_e - s'_i) sg[v_theta(x_prev, s'_i)]
-(s'_i = sigmas_prev[i]; the target uses the online student, no EMA, as `--use_ema` is off), and
+One distillation step on phase p with end level s_e (DCM code, PCM-style
+`euler_style_multiphase_pred` with one phase per expert), for a grid index i drawn uniformly from
+the phase:
+  x_s = s_i eps + (1 - s_i) x0,               pred = x_s + (s_e - s_i) v_theta(x_s, s_i),
+  x_prev = x_s + (s'_i - s_i) v_T(x_s, s_i), target = x_prev + (s_e - s'_i) sg[v_th(x_prev, s'_i)]
+(v_T the teacher, v_th = v_theta, s'_i = sigmas_prev[i]; the target uses the online student, no
+EMA, as `--use_ema` is off), and
   L = pseudo_huber(pred, target) + w_tc L_TC(pred, target)                     (semantic expert)
   L = pseudo_huber(pred, target) + w_adv (w_G L_G + w_FM L_FM)                  (detail expert)
-The adversarial pair re-noises pred and target from s_e to s_adv = sigmas_prev[k], k ~ U{0, .., b - 1}:
+The adversarial pair re-noises pred and target from s_e to s_adv = sigmas_prev[k], k ~ U{0..b-1}:
   y_adv = ((1 - s_adv) y + (s_adv - s_e) n) / (1 - s_e),  shared n,
 and reads both through the frozen teacher's tapped blocks; each generator step is followed by one
-discriminator step. Optimiser: AdamW (0.9, 0.999), wd 1e-3, warm-up 10, clip 1.0; D uses betas (0, 0.999).
+discriminator step. Optimiser: AdamW (0.9, 0.999), wd 1e-3, warm-up 10, clip 1.0; the
+discriminator's AdamW uses betas (0, 0.999).
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ def make_optimizer(lr: float, warmup: int = 10, b1: float = 0.9, weight_decay: f
 
   Cached, so equal settings give the same (hashable) object and jitted steps are not recompiled.
   """
-  sched = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)],
-                               [warmup])
+  sched = optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
   return optax.chain(optax.clip_by_global_norm(clip),
                      optax.adamw(sched, b1=b1, b2=0.999, eps=1e-8, weight_decay=weight_decay))
 
@@ -94,8 +97,11 @@ class PhaseLosses:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherFns:
-  """The frozen teacher's functions of (teacher params, ...): v(x, s), its tapped block states
-  (list of [B, T, P, D]) and decode(h, s) through its norm_out + proj_out. Hashable (static in jit)."""
+  """The frozen teacher's functions of (teacher params, ...).
+
+  velocity: v(x, s); features: the tapped block states (list of [B, T, P, D]); decode(h, s): a state
+  through norm_out + proj_out. Hashable, so jitted steps take it as a static argument.
+  """
   velocity: Callable
   features: Callable
   decode: Callable
@@ -103,7 +109,7 @@ class TeacherFns:
 
 @dataclasses.dataclass
 class Student:
-  """One expert being trained: apply(trainable, frozen, x, s) -> v, its two weight halves, optimiser."""
+  """One expert in training: apply(trainable, frozen, x, s) -> v, weight halves, optimiser."""
   apply: Callable
   trainable: Any
   frozen: Any
@@ -125,18 +131,17 @@ class DiscriminatorState:
     self.opt_state = self.opt.init(self.params)
 
 
-def cd_pair(apply, trainable, frozen, velocity, teacher_params, schedule: FlowSchedule, phase: str,
+def cd_pair(apply, trainable, frozen, velocity, teacher_params, schedule: FlowSchedule, s_end,
             x0, eps, idx):
-  """(pred, target, s_end) of the phased consistency step at grid indices idx [B]."""
+  """(pred, target) of the phased consistency step at grid indices idx [B] towards level s_end."""
   sig = jnp.asarray(schedule.sigmas, jnp.float32)[idx]
   sig_prev = jnp.asarray(schedule.sigmas_prev, jnp.float32)[idx]
-  s_end = schedule.phase_end(phase)
   x_s = _bc(sig) * eps + (1 - _bc(sig)) * x0
   pred = x_s + _bc(s_end - sig) * apply(trainable, frozen, x_s, sig)
   x_prev = x_s + _bc(sig_prev - sig) * jax.lax.stop_gradient(velocity(teacher_params, x_s, sig))
   v_tgt = apply(jax.lax.stop_gradient(trainable), frozen, x_prev, sig_prev)
   target = jax.lax.stop_gradient(x_prev + _bc(s_end - sig_prev) * v_tgt)
-  return pred, target, s_end
+  return pred, target
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "opt", "teacher", "disc_apply", "schedule",
@@ -152,8 +157,9 @@ def generator_step(trainable, opt_state, frozen, teacher_params, d_params, x0, r
     k_idx, k_eps, k_adv, k_n = jax.random.split(rng, 4)
     idx = jax.random.randint(k_idx, (x0.shape[0],), lo, hi)
     eps = jax.random.normal(k_eps, x0.shape)
-    pred, target, s_end = cd_pair(apply, trainable, frozen, teacher.velocity, teacher_params,
-                                  schedule, phase, x0, eps, idx)
+    s_end = schedule.phase_end(phase)
+    pred, target = cd_pair(apply, trainable, frozen, teacher.velocity, teacher_params, schedule,
+                           s_end, x0, eps, idx)
     metrics = {"cd": losses.pseudo_huber(pred, target, cfg.huber_c)}
     loss = metrics["cd"]
     if cfg.tc_weight:
@@ -164,14 +170,20 @@ def generator_step(trainable, opt_state, frozen, teacher_params, d_params, x0, r
       s_adv = sig_prev_all[jax.random.randint(k_adv, (x0.shape[0],), 0, schedule.boundary_index)]
       noise = jax.random.normal(k_n, x0.shape)
       renoise = lambda y: (_bc(1 - s_adv) * y + _bc(s_adv - s_end) * noise) / (1 - s_end)
-      real_taps = jax.lax.stop_gradient(teacher.features(teacher_params, renoise(target), s_adv))
-      fake_taps = teacher.features(teacher_params, renoise(pred), s_adv)
+      # One teacher pass over [fake; real] (the real half carries no gradient: target is stop-grad).
+      both = teacher.features(teacher_params, jnp.concatenate([renoise(pred), renoise(target)]),
+                              jnp.concatenate([s_adv, s_adv]))
+      fake_taps = [h[:x0.shape[0]] for h in both]
+      real_taps = [jax.lax.stop_gradient(h[x0.shape[0]:]) for h in both]
       if cfg.gan:
         metrics["gan_g"] = losses.gan_generator_loss(disc_apply(d_params, fake_taps), cfg.gan_loss)
         loss = loss + cfg.adv_weight * cfg.gan_weight * metrics["gan_g"]
       if cfg.fm:
-        dec = lambda taps: [teacher.decode(teacher_params, h, s_adv) for h in taps]
-        metrics["fm"] = losses.feature_matching_loss(dec(fake_taps), dec(real_taps))
+        s2 = jnp.concatenate([s_adv, s_adv])
+        dec = [teacher.decode(teacher_params, h, s2) for h in both]
+        metrics["fm"] = losses.feature_matching_loss([d[:x0.shape[0]] for d in dec],
+                                                     [jax.lax.stop_gradient(d[x0.shape[0]:])
+                                                      for d in dec])
         loss = loss + cfg.adv_weight * cfg.fm_weight * metrics["fm"]
       taps = (jax.lax.stop_gradient(fake_taps), real_taps)
     metrics["loss"] = loss
@@ -187,8 +199,8 @@ def generator_step(trainable, opt_state, frozen, teacher_params, d_params, x0, r
 def discriminator_step(d_params, opt_state, taps, *, disc_apply, opt, kind: str):
   """One discriminator update on stop-gradient (fake, real) teacher taps."""
   fake, real = taps
-  loss, grads = jax.value_and_grad(
-      lambda d: losses.gan_discriminator_loss(disc_apply(d, fake), disc_apply(d, real), kind))(d_params)
+  loss_fn = lambda d: losses.gan_discriminator_loss(disc_apply(d, fake), disc_apply(d, real), kind)
+  loss, grads = jax.value_and_grad(loss_fn)(d_params)
   updates, opt_state = opt.update(grads, opt_state, d_params)
   return optax.apply_updates(d_params, updates), opt_state, loss
 
@@ -196,8 +208,8 @@ def discriminator_step(d_params, opt_state, taps, *, disc_apply, opt, kind: str)
 def distill(plan: Sequence[str], students: dict, phase_losses: dict, teacher: TeacherFns,
             teacher_params, schedule: FlowSchedule, data: np.ndarray, *, batch: int, seed: int,
             disc: DiscriminatorState | None = None, desc: str = "distill") -> list[dict]:
-  """Runs one generator step per entry of `plan` (a phase name), updating `students[phase]` in place;
-  each step of a phase with the GAN loss is followed by one discriminator step.
+  """Runs one generator step per entry of `plan` (a phase name), updating `students[phase]` in
+  place; each step of a phase with the GAN loss is followed by one discriminator step.
 
   The same Student may serve both phases (single-expert CM); DCM passes one per phase. Returns the
   per-step metrics.
@@ -221,12 +233,12 @@ def distill(plan: Sequence[str], students: dict, phase_losses: dict, teacher: Te
   return history
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "velocity", "schedule", "phase", "huber_c"))
-def _loss_and_grad_norm(trainable, frozen, teacher_params, x0, eps, idx, *, apply, velocity,
-                        schedule, phase, huber_c):
+@functools.partial(jax.jit, static_argnames=("apply", "velocity", "schedule", "huber_c"))
+def _loss_and_grad_norm(trainable, frozen, teacher_params, x0, eps, idx, s_end, *, apply, velocity,
+                        schedule, huber_c):
   def loss_fn(trainable):
-    pred, target, _ = cd_pair(apply, trainable, frozen, velocity, teacher_params, schedule, phase, x0,
-                              eps, idx)
+    pred, target = cd_pair(apply, trainable, frozen, velocity, teacher_params, schedule, s_end, x0,
+                           eps, idx)
     return losses.pseudo_huber(pred, target, huber_c)
   loss, grads = jax.value_and_grad(loss_fn)(trainable)
   return loss, optax.global_norm(grads)
@@ -245,7 +257,7 @@ def per_timestep_stats(student: Student, teacher: TeacherFns, teacher_params,
     phase = DETAIL if i < schedule.boundary_index else SEMANTIC
     out.append(_loss_and_grad_norm(
         student.trainable, student.frozen, teacher_params, x0, eps, jnp.full((x0.shape[0],), i),
-        apply=student.apply, velocity=teacher.velocity, schedule=schedule, phase=phase,
-        huber_c=huber_c))
+        jnp.float32(schedule.phase_end(phase)), apply=student.apply, velocity=teacher.velocity,
+        schedule=schedule, huber_c=huber_c))
   loss, grad_norm = np.asarray(out, np.float64).T
   return schedule.sigmas, loss, grad_norm

@@ -2,9 +2,10 @@
 
 Legend: B batch, T frames, H/W canvas, C channels, p patch size, P = (H/p)(W/p) patches per frame,
 D width, K heads, R LoRA rank. Blocks factorise attention into spatial (over P within a frame) and
-temporal (over T at one patch position), with adaLN-zero conditioning on t = 1000 s (HunyuanVideo/Wan
-are DiTs of the same family). The names `to_q/to_k/to_v/to_out` (LoRA targets in DCM's detail expert),
-`time_embed` and `final` (the embedder, norm_out and proj_out the detail expert copies) follow the code.
+temporal (over T at one patch position), with adaLN-zero conditioning on t = 1000 s
+(HunyuanVideo/Wan are DiTs of the same family). The names `to_q/to_k/to_v/to_out` (LoRA targets in
+DCM's detail expert), `time_embed` and `final` (the embedder, norm_out and proj_out the detail
+expert copies) follow the code.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 
 
 class LoRADense(nn.Module):
-  """y = x W + b + (alpha / R) x A B; A, B exist only when rank > 0, B starts at zero (Hu et al. 2021)."""
+  """y = x W + b + (alpha / R) x A B (Hu et al. 2021); A, B exist when rank > 0, B starts at 0."""
   features: int
   rank: int = 0
   alpha: float = 0.0
@@ -93,8 +94,8 @@ class FinalLayer(nn.Module):
 
   @nn.compact
   def __call__(self, h, c):
-    shift, scale = jnp.split(
-        nn.Dense(2 * h.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None, None], 2, -1)
+    mod = nn.Dense(2 * h.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(c))
+    shift, scale = jnp.split(mod[:, None, None], 2, axis=-1)
     return nn.Dense(self.out, kernel_init=nn.initializers.zeros, name="proj_out")(
         _modulate(h, shift, scale))
 
@@ -140,9 +141,10 @@ class VideoDiT(nn.Module):
     return self.time_embed(self.num_train_timesteps * s)
 
   def __call__(self, x, s, return_features: bool = False):
-    """Returns v, or (v, taps) with taps the [B, T, P, D] states after every `feature_stride`-th block."""
+    """Returns v, or (v, taps): the [B, T, P, D] states after every `feature_stride`-th block."""
     c = self._cond(s)
-    h = self.patch_embed(self._patchify(x)) + self.pos_space[None, None] + self.pos_time[None, :, None]
+    h = self.patch_embed(self._patchify(x))
+    h = h + self.pos_space[None, None] + self.pos_time[None, :, None]
     taps = []
     for i, block in enumerate(self.blocks):
       h = block(h, c)
@@ -152,5 +154,5 @@ class VideoDiT(nn.Module):
     return (v, taps) if return_features else v
 
   def decode(self, h, s):
-    """Pushes a [B, T, P, D] hidden state through norm_out + proj_out to video shape (DCM's FM loss)."""
+    """A [B, T, P, D] hidden state through norm_out + proj_out to video shape (DCM's FM loss)."""
     return self._unpatchify(self.final(h, self._cond(s)))

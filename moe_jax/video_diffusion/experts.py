@@ -1,11 +1,12 @@
 """DCM's two experts as parameter sets of one network, and the routing between them.
 
 The semantic expert is the full student (initialised from the teacher). The detail expert shares its
-frozen weights and adds (DCM code, `distill_dcm_*_detail_expert.py`): LoRA adapters on every attention
-projection (`to_q`, `to_k`, `to_v`, `to_out`; paper r=128, alpha=256) and its own trainable copies of the
-timestep embedder (`time_embed`) and of norm_out + proj_out (`final`), initialised from the semantic
-expert. With zero adapters the detail expert therefore equals the semantic expert. The `full` form (the
-paper's two-full-experts comparison) is an unshared copy of the whole network.
+frozen weights and adds (DCM code, `distill_dcm_*_detail_expert.py`): LoRA adapters on every
+attention projection (`to_q`, `to_k`, `to_v`, `to_out`; paper r=128, alpha=256) and its own
+trainable copies of the timestep embedder (`time_embed`) and of norm_out + proj_out (`final`),
+initialised from the semantic expert. With zero adapters the detail expert therefore equals the
+semantic expert. The `full` form (the paper's two-full-experts comparison) is an unshared copy of
+the whole network.
 """
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from moe_jax.utils.errors import check_choice
 from moe_jax.video_diffusion.schedule import FlowSchedule
 
 DETAIL_COPIES = ("time_embed", "final")
-FORMS = ("lora", "full")
 
 
 def _flat(tree):
@@ -35,8 +34,9 @@ def is_detail_trainable(path: tuple[str, ...]) -> bool:
 def init_detail_expert(lora_model: nn.Module, semantic_params, rng, x, s):
   """Returns (trainable, frozen) of the LoRA detail expert built on top of `semantic_params`.
 
-  `lora_model` is the student architecture with lora_rank > 0; its fresh LoRA A factors are kept, its
-  B factors are zero, and every other leaf (including the copies) is taken from the semantic expert.
+  `lora_model` is the student architecture with lora_rank > 0; its fresh LoRA A factors are kept,
+  its B factors are zero, and every other leaf (including the copies) is taken from the semantic
+  expert.
   """
   fresh = _flat(lora_model.init(rng, x, s)["params"])
   sem = _flat(semantic_params)
@@ -67,10 +67,6 @@ def dual_velocity(schedule: FlowSchedule, semantic: Callable, detail: Callable) 
     fn = detail if schedule.is_detail(s) else semantic
     return fn(x, jnp.full((x.shape[0],), s, jnp.float32))
   return velocity
-
-
-def check_form(form: str) -> None:
-  check_choice("detail_form", form, FORMS)
 
 
 def count_params(tree) -> int:

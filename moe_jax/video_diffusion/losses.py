@@ -1,5 +1,5 @@
-"""Losses of DCM: flow matching (teacher), pseudo-Huber consistency distance, Temporal Coherence Loss,
-GAN (hinge as in the code; non-saturating as an option) and Feature Matching.
+"""Losses of DCM: flow matching (teacher), pseudo-Huber consistency distance, Temporal Coherence
+Loss, GAN (hinge as in the code; non-saturating as an option) and Feature Matching.
 
 Videos are [B, T, H, W, C]; discriminator logits are lists of arrays (one per feature tap).
 """
@@ -40,7 +40,7 @@ def gan_generator_loss(fake_logits, kind: str = "hinge"):
 
 
 def gan_discriminator_loss(fake_logits, real_logits, kind: str = "hinge"):
-  """Hinge: mean relu(1 + D(fake)) + mean relu(1 - D(real)); non-saturating: the logistic version."""
+  """Hinge: mean relu(1 + D(fake)) + mean relu(1 - D(real)); non-saturating: logistic."""
   per_head = []
   for f, r in zip(fake_logits, real_logits):
     if kind == "hinge":

@@ -3,8 +3,8 @@
 - fd: Frechet distance (Heusel et al. 2017) between Gaussian fits of real and generated clips in the
   penultimate features of a small 3-D conv classifier trained on the same data to predict the digit
   class and the motion direction (an FVD stand-in at this scale).
-- temporal_err: mean squared error of frame differences x[t+1] - x[t] against the teacher's full-step
-  sample from the same noise.
+- temporal_err: mean squared error of frame differences x[t+1] - x[t] against the teacher's
+  full-step sample from the same noise.
 - detail_err: relative error of high-frequency energy (spatial FFT, radius > `cutoff` cycles/pixel)
   per clip against that same teacher sample.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.linalg
@@ -22,7 +21,7 @@ from moe_jax.utils.reporting import progress
 
 class VideoClassifier(nn.Module):
   """[B, T, H, W, C] -> (features [B, F], digit logits [B, 10], direction logits [B, 8])."""
-  width: int = 16
+  width: int = 8
   features: int = 64
 
   @nn.compact

@@ -1,4 +1,4 @@
-"""Figures: sample grids (PNG), animated grids (GIF) and the per-timestep loss / gradient-norm plot."""
+"""Figures: sample grids (PNG), animated grids (GIF), per-timestep loss / gradient-norm plots."""
 from __future__ import annotations
 
 import os
@@ -26,8 +26,8 @@ def _tile(clip_rows: Sequence[np.ndarray], frame: int) -> np.ndarray:
 def sample_grid(workdir: str, name: str, rows: dict, clips: int = 4) -> str:
   """PNG: one row per method, `clips` clips each shown as its frames side by side."""
   frames = next(iter(rows.values())).shape[1]
-  fig, axes = plt.subplots(len(rows), clips, figsize=(1.6 * clips * frames / 4, 1.0 * len(rows) + 0.5),
-                           squeeze=False)
+  figsize = (1.6 * clips * frames / 4, 1.0 * len(rows) + 0.5)
+  fig, axes = plt.subplots(len(rows), clips, figsize=figsize, squeeze=False)
   for r, (label, videos) in enumerate(rows.items()):
     for c in range(clips):
       strip = np.concatenate([np.pad(f[..., 0], 1, constant_values=-1) for f in videos[c]], axis=1)
@@ -53,11 +53,13 @@ def sample_gif(workdir: str, name: str, rows: dict, clips: int = 4, scale: int =
 
 
 def per_timestep_plot(workdir: str, name: str, curves: dict, boundary_sigma: float) -> str:
-  """Loss and gradient norm against the noise level, one line per curve label."""
+  """Loss and gradient norm against the noise level, one line per curve label (log scale; exact
+  zeros, e.g. the teacher at a phase's first node, are left out)."""
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+  positive = lambda y: np.where(np.asarray(y) > 0, y, np.nan)
   for label, (sigmas, loss, grad) in curves.items():
-    axes[0].plot(sigmas, loss, marker=".", label=label)
-    axes[1].plot(sigmas, grad, marker=".", label=label)
+    axes[0].plot(sigmas, positive(loss), marker=".", label=label)
+    axes[1].plot(sigmas, positive(grad), marker=".", label=label)
   for ax, title in zip(axes, ("consistency loss", "gradient norm")):
     ax.axvline(boundary_sigma, color="gray", ls="--", lw=1)
     ax.set_yscale("log")
@@ -70,10 +72,11 @@ def per_timestep_plot(workdir: str, name: str, curves: dict, boundary_sigma: flo
 def training_curves(workdir: str, name: str, curves: dict) -> str:
   """Per-step training losses (moving average over 20 steps), one line per label."""
   fig, ax = plt.subplots(figsize=(5, 3))
-  for label, values in curves.items():
+  for i, (label, values) in enumerate(curves.items()):
     values = np.asarray(values)
     k = min(20, len(values))
-    ax.plot(np.convolve(values, np.ones(k) / k, mode="valid"), label=label)
+    ax.plot(np.convolve(values, np.ones(k) / k, mode="valid"), label=label,
+            ls=("-", "--", ":")[i // 10 % 3])
   ax.set_yscale("log")
   ax.set_xlabel("step")
   ax.legend(fontsize=7)

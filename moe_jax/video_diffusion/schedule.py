@@ -1,12 +1,14 @@
 """Rectified-flow schedule, the shifted Euler grid DCM distils along, and its phase split.
 
-Noise level s in [0, 1]: x_s = s * eps + (1 - s) * x0; the net predicts v = eps - x0 at t = 1000 s and an
-Euler step is x_{s'} = x_s + (s' - s) v (FlowMatchEulerDiscreteScheduler as used by DCM's code).
+Noise level s in [0, 1]: x_s = s * eps + (1 - s) * x0; the net predicts v = eps - x0 at t = 1000 s
+and an Euler step is x_{s'} = x_s + (s' - s) v (FlowMatchEulerDiscreteScheduler as used by DCM's
+code).
 
-Grid (DCM `EulerSolver`, 50 steps): sigmas[i] = shift((i + 1) * r / 1000), r = 1000 // euler_steps, and
-sigmas_prev[i] = sigmas[i - 1] with sigmas_prev[0] = shift(1 / 1000) (not 0). The semantic expert owns
-grid indices [boundary_index, euler_steps) and distils to the phase end sigmas_prev[boundary_index]; the
-detail expert owns [0, boundary_index) and distils to sigmas_prev[0]. Code default: shift 17, index 38.
+Grid (DCM `EulerSolver`, 50 steps): sigmas[i] = shift((i + 1) * r / 1000), r = 1000 // euler_steps,
+and sigmas_prev[i] = sigmas[i - 1] with sigmas_prev[0] = shift(1 / 1000) (not 0). The semantic
+expert owns grid indices [boundary_index, euler_steps) and distils to the phase end
+sigmas_prev[boundary_index]; the detail expert owns [0, boundary_index) and distils to
+sigmas_prev[0]. Code default: shift 17, index 38.
 """
 from __future__ import annotations
 

@@ -1,0 +1,38 @@
+"""End to end: the DCM experiment's quick preset writes the result contract."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import dcm as dcm_config
+from moe_jax.utils.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_unknown_preset_is_a_config_error():
+  with pytest.raises(ConfigError, match="preset"):
+    dcm_config.get_config("huge")
+
+
+def test_quick_preset_end_to_end(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.dcm", "--config=configs/dcm.py:quick",
+       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+      # XLA's cheapest optimisation level: the quick preset is dominated by compile time.
+      env={**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": ("--xla_backend_optimization_level=0 "
+                         "--xla_llvm_disable_expensive_passes=true")})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  for method in ("teacher", "cm", "dcm"):
+    for steps in ("1", "2", "4"):
+      assert set(results["methods"][method][steps]) >= {"fd", "temporal_err", "detail_err"}
+  assert str(results["teacher_steps"]) in results["methods"]["teacher"]
+  assert set(results["ablation"]) >= {"cm", "dcm", "no_tc"}
+  assert len(results["per_timestep"]["CM at init (= teacher)"]["loss"]) == 10
+  assert "| method | steps |" in (tmp_path / "results.md").read_text()
+  for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif"):
+    assert (tmp_path / name).stat().st_size > 0
