@@ -43,12 +43,14 @@ def make_layer(router="topk", activation="swiglu", dispatch="dropless", gmm_impl
   # Fresh random values in the layer's own variable structure (no init run needed); router
   # weights large enough that the top-k choices are well separated, a random aux-free bias.
   shapes = jax.eval_shape(functools.partial(layer.init, jax.random.key(0)), x)
+  shapes = {k: v for k, v in shapes.items() if k in ("params", "moe_bias")}
+
   def fill(path, leaf):
     name = path[-1].key
     scale = {"kernel": 1.0, "e_score_correction_bias": 0.2}.get(name) or leaf.shape[-2] ** -0.5
     return jnp.asarray(rng.standard_normal(leaf.shape) * scale, jnp.float32)
-  variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  return layer, variables, x
+
+  return layer, jax.tree_util.tree_map_with_path(fill, shapes), x
 
 
 def routing_of(layer, variables, x):

@@ -28,8 +28,9 @@ def _reference(lhs, rhs, group_sizes, d_out):
   return out, d_lhs, d_rhs
 
 
-# Group sizes (G = 7, M = 80 rows) covering: empty groups (first, middle, last), groups below
-# min_tile, exactly a tile, several tiles plus a remainder, rows past sum(group_sizes).
+# Group sizes (G = 7, M = 80 rows) covering: empty groups (first, middle, last), groups smaller
+# than a tile, exactly a tile, several tiles plus a remainder, rows past sum(group_sizes), and
+# (with tile=128 > M) tiles as large as the whole array.
 M = 80
 CASES = [
     [0, 3, 0, 37, 1, 16, 0],   # 57 rows in groups, 23 rows past the end
@@ -39,8 +40,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl,tile,min_tile", [("tiled", 16, 4), ("tiled", 32, 32),
-                                                ("tiled", 256, 16), ("ragged_dot", 256, 16)])
+@pytest.mark.parametrize("impl,tile,min_tile", [("tiled", 1, 1), ("tiled", 16, 4),
+                                                ("tiled", 8, 8), ("tiled", 128, 32),
+                                                ("ragged_dot", 128, 32)])
 def test_grouped_matmul_forward_and_grads(impl, tile, min_tile):
   rng = np.random.default_rng(tile + min_tile)
 
@@ -66,7 +68,7 @@ def test_tiled_matches_ragged_dot_on_random_sizes():
   """One jitted function, many random group_sizes (traced, as in the dispatch)."""
   rng = np.random.default_rng(7)
   g, m = 6, 90
-  fn = jax.jit(lambda l, r, s, impl: grouped_matmul(l, r, s, impl=impl, tile=32, min_tile=4),
+  fn = jax.jit(lambda l, r, s, impl: grouped_matmul(l, r, s, impl=impl, tile=8, min_tile=2),
                static_argnums=3)
   for _ in range(5):
     sizes = rng.multinomial(int(rng.integers(0, m + 1)), np.ones(g) / g)
@@ -84,7 +86,8 @@ def test_unknown_impl_raises():
     grouped_matmul(jnp.zeros((4, K)), jnp.zeros((2, K, N)), jnp.asarray([2, 2]), impl="megablox")
 
 
-def test_bad_tiles_raise():
-  with pytest.raises(ValueError, match="powers of two"):
+@pytest.mark.parametrize("tile,min_tile", [(0, 0), (8, 16)])
+def test_bad_tiles_raise(tile, min_tile):
+  with pytest.raises(ValueError, match="min_tile"):
     grouped_matmul(jnp.zeros((4, K)), jnp.zeros((2, K, N)), jnp.asarray([2, 2]), impl="tiled",
-                   tile=24)
+                   tile=tile, min_tile=min_tile)

@@ -15,6 +15,7 @@ With a capacity factor of 0 (C = T) no assignment can be dropped and all three a
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.struct
@@ -64,15 +65,34 @@ def _priority_order(routing: Routing) -> jax.Array:
   return jnp.lexsort((rank, routing.expert))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _unsort_sum(rows: jax.Array, order: jax.Array, k: int) -> jax.Array:
+  """y[T, D] = sum over each token's K assignments of rows[A, D], given in `order`.
+
+  Token-choice assignments are token-major (a = t * K + j) and `order` permutes them. Forward,
+  a gather by the inverse permutation; backward, the gather d_rows = d_y[order // K] (on CPU
+  about 1.5x faster than the scatter-add that autodiff of the forward gather gives).
+  """
+  return jnp.sum(rows[_inverse(order)].reshape(-1, k, rows.shape[-1]), axis=1)
+
+
+_unsort_sum.defvjp(lambda rows, order, k: (_unsort_sum(rows, order, k), order),
+                   lambda k, order, d_y: (d_y[order // k], None))
+
+
 def _combine(rows: jax.Array, order: jax.Array, routing: Routing, num_tokens: int) -> jax.Array:
   """y[T, D] = sum over assignments of weight * rows, rows[A, D] given in `order`."""
-  weight = routing.weight[order].astype(rows.dtype)[:, None]
+  weighted = rows * routing.weight[order].astype(rows.dtype)[:, None]
   if routing.top_k:  # unsort, then sum the K rows of each token: a gather instead of a scatter
-    inverse = jnp.argsort(order)
-    weighted = (rows * weight)[inverse]
-    return jnp.sum(weighted.reshape(num_tokens, routing.top_k, -1), axis=1)
+    return _unsort_sum(weighted, order, routing.top_k)
   return jnp.zeros((num_tokens, rows.shape[-1]), rows.dtype).at[routing.token[order]].add(
-      rows * weight)
+      weighted)
+
+
+def _inverse(order: jax.Array) -> jax.Array:
+  """The inverse of the permutation `order`."""
+  return jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype),
+                                             unique_indices=True)
 
 
 def _per_expert_mean(values: jax.Array, expert: jax.Array, counts: jax.Array) -> jax.Array:
