@@ -25,8 +25,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
       activation="swiglu", max_len=512, tie_embeddings=True, moe_layers="all",
       num_experts=8, top_k=2, expert_d_ff=384, router="topk", normalize_topk=True,
       dispatch="auto", load_balance_coef=0.01, z_loss_coef=1e-3)
-  c.train = dict(num_steps=2000, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=100,
-                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=50, eval_every=500,
+  c.train = dict(num_steps=1200, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=100,
+                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=50, eval_every=200,
                  eval_batch_size=64, save_every=500, keep=2)
   c.data = dict(sources=["english", "python"], files=[], text_field="text", val_every=10,
                 max_eval_windows=256)
