@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from absl import app
 from absl import flags
 import matplotlib
 matplotlib.use("Agg")
@@ -19,6 +18,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from moe_jax.recsys import kuairand, metrics, models, synthetic, train
+from moe_jax.utils import cli
 from moe_jax.utils.errors import check_choice, require
 from moe_jax.utils.reporting import markdown_table, save_figure, write_results
 
@@ -100,7 +100,10 @@ def main(argv):
         "sparse_auc": float(sparse_auc.mean()), "sparse_auc_std": float(sparse_auc.std()),
         "mean_gauc": float(np.nanmean(gaucs)), "sparse_gauc": float(np.nanmean(gaucs[:, sparse])),
         "task_auc": aucs.mean(0), "task_gauc": gaucs.mean(0),
+        "mean_auc_per_seed": mean_auc, "sparse_auc_per_seed": sparse_auc,
         "max_zero_frac": diag[name]["max_zero_frac"],
+        "expert_std_ratio": float(diag[name]["out_std"].max() /
+                                  max(diag[name]["out_std"].min(), 1e-12)),
         "sparse_own_share": (float(diag[name]["own_share"][sparse].mean())
                              if "own_share" in diag[name] else None),
         "params": train.count_params(variables), "seconds": seconds,
@@ -116,18 +119,32 @@ def main(argv):
 
 def report(results, names, sparse, rates, cfg, data_label) -> str:
   pm = lambda r, key: f"{r[key]:.4f} ± {r[key + '_std']:.4f}"
-  rows = [[name, r["params"], pm(r, "mean_auc"), pm(r, "sparse_auc"), r["mean_gauc"],
-           r["sparse_gauc"], r["max_zero_frac"],
+  base = results.get("mmoe")
+
+  def delta(r, key):  # paired over seeds: each seed's data draw is shared by all models
+    if base is None:
+      return "-"
+    d = np.asarray(r[key + "_per_seed"]) - np.asarray(base[key + "_per_seed"])
+    return f"{d.mean():+.4f} ± {d.std():.4f}"
+
+  rows = [[name, r["params"], pm(r, "mean_auc"), delta(r, "mean_auc"), pm(r, "sparse_auc"),
+           delta(r, "sparse_auc"), r["mean_gauc"], r["sparse_gauc"], r["max_zero_frac"],
+           r["expert_std_ratio"],
            "-" if r["sparse_own_share"] is None else f"{r['sparse_own_share']:.3f}",
            f"{r['seconds']:.0f}"] for name, r in results.items()]
   head = (f"## HoME and baselines on {data_label}\n\n"
           f"Same data, {cfg.train.steps} Adam steps (batch {cfg.train.batch_size}, "
           f"lr {cfg.train.learning_rate}) and seeds {list(cfg.seeds)} for every model; "
           f"mean ± std over seeds. Sparse tasks (rate <= {cfg.data.sparse_rate}): "
-          f"{', '.join(names[k] for k in sparse)}. CPU-scale sizes (see configs/home.py).\n\n")
+          f"{', '.join(names[k] for k in sparse)}. CPU-scale sizes (see configs/home.py). "
+          "Δ: paired difference to mmoe per seed (mean ± std). Max zero frac: the largest "
+          "per-expert fraction of exactly-zero activations. Expert std max/min: spread of the "
+          "experts' output scales (1 = aligned). Own-expert share: gate weight sparse "
+          "tasks put on their task-specific experts (last level).\n\n")
   table = markdown_table(
-      ["model", "params", "mean AUC", "sparse AUC", "mean GAUC", "sparse GAUC",
-       "max zero frac", "sparse own-expert share", "train+eval s"], rows)
+      ["model", "params", "mean AUC", "Δ vs mmoe", "sparse AUC", "Δ vs mmoe", "mean GAUC",
+       "sparse GAUC", "max zero frac", "expert std max/min", "sparse own-expert share",
+       "train+eval s"], rows)
   per_task = markdown_table(
       ["model"] + [f"{n} ({rates[k]:.3f})" for k, n in enumerate(names)],
       [[name] + list(r["task_auc"]) for name, r in results.items()])
@@ -137,8 +154,12 @@ def report(results, names, sparse, rates, cfg, data_label) -> str:
 def plot(diag, names, workdir):
   gated = [n for n in diag if "gate" in diag[n]]
   if gated:
-    fig, axes = plt.subplots(1, len(gated), figsize=(3.2 * len(gated), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], gated):
+    cols = min(len(gated), 5)
+    rows = -(-len(gated) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(gated):]:
+      ax.axis("off")
+    for ax, name in zip(axes.flat, gated):
       g = diag[name]["gate"]
       ax.imshow(g, vmin=0, vmax=1, cmap="viridis", aspect="auto")
       ax.set_title(name, fontsize=8)
@@ -146,6 +167,7 @@ def plot(diag, names, workdir):
       ax.set_yticks(range(g.shape[0]))
       ax.set_yticklabels((names + ["shared"])[:g.shape[0]], fontsize=6)
     fig.suptitle("mean gate weight, task x expert (seed mean)")
+    fig.tight_layout()
     save_figure(fig, workdir, "gate_heatmaps")
   fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(9, 6))
   for i, (name, d) in enumerate(diag.items()):
@@ -160,4 +182,4 @@ def plot(diag, names, workdir):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -34,10 +34,10 @@ def fit(model: nn.Module, train_sets: Sequence[dict], seeds: Sequence[int], *, s
   n = data["labels"].shape[1]
   keys = jnp.stack([jax.random.key(s) for s in seeds])
   example = {k: data[k][0, :2] for k in INPUTS}
-  variables = jax.vmap(lambda k: model.init(k, example["sparse"], example["dense"]))(keys)
+  variables = jax.jit(jax.vmap(lambda k: model.init(k, example["sparse"], example["dense"])))(keys)
   variables = dict(variables)
   tx = optax.adam(learning_rate)
-  opt_state = jax.vmap(tx.init)(variables["params"])
+  opt_state = jax.jit(jax.vmap(tx.init))(variables["params"])
 
   def loss_fn(params, rest, batch):
     logits, updates = model.apply({"params": params, **rest}, batch["sparse"], batch["dense"],
