@@ -71,16 +71,20 @@ class MoE(nn.Module):
             "set seq_balance_coef=0 with router='expert_choice'")
     super().__post_init__()
 
+  def router_module(self, name: str | None) -> nn.Module:
+    """The router this layer's fields describe (named `name`; None gives an unbound copy)."""
+    return make_router(self.router, self.num_experts, self.top_k,
+                       normalize=self.normalize_topk, capacity_factor=self.capacity_factor,
+                       n_group=self.n_group, topk_group=self.topk_group,
+                       routed_scaling_factor=self.routed_scaling_factor,
+                       jitter_eps=self.jitter_eps, param_dtype=self.param_dtype,
+                       module_name=name)
+
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     b, s, d = x.shape
     tokens = x.reshape(b * s, d)
-    router = make_router(self.router, self.num_experts, self.top_k,
-                         normalize=self.normalize_topk, capacity_factor=self.capacity_factor,
-                         n_group=self.n_group, topk_group=self.topk_group,
-                         routed_scaling_factor=self.routed_scaling_factor,
-                         jitter_eps=self.jitter_eps, param_dtype=self.param_dtype)
-    routing = router(tokens, deterministic=deterministic)
+    routing = self.router_module("router")(tokens, deterministic=deterministic)
     experts = Experts(self.num_experts, self.d_ff, self.activation, self.dtype,
                       self.param_dtype, name="experts")
     y, stats = dispatch_lib.dispatch(self.dispatch, tokens.astype(self.dtype), routing, experts,

@@ -17,7 +17,6 @@ dropped ("dropless" on a capacity-padded all-to-all: XLA:CPU has no ragged all-t
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
@@ -26,16 +25,7 @@ from moe_jax.layers import dispatch as dispatch_lib
 from moe_jax.layers.experts import Experts, SharedExperts
 from moe_jax.layers.losses import tokens_per_expert
 from moe_jax.layers.moe import MoE
-from moe_jax.layers.routers import make_router
 from moe_jax.utils.errors import require
-
-
-def _router(moe: MoE) -> nn.Module:
-  return make_router(moe.router, moe.num_experts, moe.top_k, normalize=moe.normalize_topk,
-                     capacity_factor=moe.capacity_factor, n_group=moe.n_group,
-                     topk_group=moe.topk_group,
-                     routed_scaling_factor=moe.routed_scaling_factor,
-                     jitter_eps=moe.jitter_eps, param_dtype=moe.param_dtype, module_name=None)
 
 
 def check_expert_mesh(moe: MoE, mesh: Mesh, expert_axis: str, batch: int) -> None:
@@ -75,7 +65,7 @@ def expert_parallel_apply(moe: MoE, variables: dict, x: jax.Array, mesh: Mesh,
   router_vars = {"params": params["router"]}
   if "moe_bias" in variables:
     router_vars["moe_bias"] = variables["moe_bias"]["router"]
-  router = _router(moe)
+  router = moe.router_module(None)
   experts = Experts(e_local, moe.d_ff, moe.activation, moe.dtype, moe.param_dtype)
   all_axes = tuple(mesh.axis_names)
 
