@@ -260,6 +260,8 @@ def make_router(name: str, num_experts: int, top_k: int, *, normalize: bool = Tr
           f"must be in [1, num_experts={num_experts}], got {top_k}",
           "lower top_k or raise num_experts")
   common = dict(num_experts=num_experts, param_dtype=param_dtype, name=module_name)
+  if module_name is None:  # an unbound router, to `apply` with explicit variables
+    common["parent"] = None
   if name == "topk":
     return TopKRouter(top_k=top_k, normalize=normalize, **common)
   if name == "noisy_topk":
