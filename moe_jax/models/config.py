@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 from moe_jax.layers.dispatch import DISPATCHES
 from moe_jax.layers.experts import ACTIVATIONS
 from moe_jax.layers.routers import ROUTERS
-from moe_jax.utils.errors import ConfigError, check_choice, check_positive, require
+from moe_jax.utils.errors import ConfigError, section_fields, check_choice, check_positive, require
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("gqa", "mla")
@@ -186,11 +186,7 @@ class LMConfig:
   @classmethod
   def from_dict(cls, d: Any) -> "LMConfig":
     """Builds from a dict or ConfigDict; unknown keys raise a ConfigError naming them."""
-    d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    require(not unknown, "model", f"unknown fields {unknown}",
-            f"use only the fields of LMConfig: {', '.join(sorted(names))}")
+    d = section_fields("model", cls, d)
     if isinstance(d.get("moe_layers"), list):
       d["moe_layers"] = tuple(d["moe_layers"])
     if d.get("rope_scaling"):

@@ -14,6 +14,7 @@ from moe_jax.models.lm import MoELM
 from moe_jax.train import trainer
 from moe_jax.train.checkpoint import Checkpointer
 from moe_jax.train.metrics import MetricWriter
+from moe_jax.utils.errors import section_fields
 from moe_jax.utils.reporting import progress
 
 
@@ -37,13 +38,7 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d) -> "TrainConfig":
-    from moe_jax.utils.errors import require  # pylint: disable=g-import-not-at-top
-    d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    require(not unknown, "train", f"unknown fields {unknown}",
-            f"use only {', '.join(sorted(names))}")
-    return cls(**d)
+    return cls(**section_fields("train", cls, d))
 
 
 def param_count(params) -> int:
