@@ -30,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,7 +66,7 @@ def default_impl() -> str:
 def _jax_fns(d, f, e, k, normalize, fields, x, cotangent, seed):
   """(params, forward(params, x), forward+backward(params, x)), compiled, for one MoE config."""
   layer = MoE(num_experts=e, top_k=k, d_ff=f, normalize_topk=normalize, **fields)
-  params = layer.init(jax.random.key(seed), x[:, :8])["params"]
+  params = nn.unbox(layer.init(jax.random.key(seed), x[:, :8])["params"])
   forward = lambda p, x: layer.apply({"params": p}, x)
 
   def forward_backward(p, x):

@@ -23,20 +23,27 @@ Presets: "quick" (seconds, used by the tests), "" (the documented reproduction).
 """
 import ml_collections
 
+from moe_jax.parallel.partitioning import DEFAULT_RULES
+
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = dict(
-      vocab_size=256, d_model=256, num_layers=4, num_heads=4, num_kv_heads=2, d_ff=1024,
+      vocab_size=256, d_model=192, num_layers=4, num_heads=4, num_kv_heads=2, d_ff=512,
       activation="swiglu", max_len=512, tie_embeddings=True, moe_layers="all",
-      num_experts=16, top_k=2, expert_d_ff=384, router="topk", normalize_topk=True,
+      num_experts=16, top_k=2, expert_d_ff=256, router="topk", normalize_topk=True,
       dispatch="auto", load_balance_coef=0.01, z_loss_coef=1e-3)
-  c.train = dict(num_steps=1200, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=100,
-                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=50, eval_every=200,
+  c.train = dict(num_steps=1950, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100,
+                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=50, eval_every=390,
                  eval_batch_size=64, save_every=500, keep=2)
   c.data = dict(sources=["english", "python"], files=[], text_field="text", val_every=10,
                 max_eval_windows=256)
   c.compare_dense = True
+  # Data parallel over whatever devices there are (one CPU: a mesh of one); for expert
+  # parallelism set e.g. mesh="data:-1,expert:4" (WORKSPACE.md, "Scaling out").
+  c.parallel = dict(mesh="data:-1,fsdp:1,expert:1,tensor:1", rules=DEFAULT_RULES,
+                    distributed=False, coordinator_address="", num_processes=0,
+                    process_id=-1)
   if preset == "quick":
     c.model.update(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_experts=4,
                    expert_d_ff=32, max_len=64)
@@ -48,4 +55,5 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(c.model)
   c.train = ml_collections.ConfigDict(c.train)
   c.data = ml_collections.ConfigDict(c.data)
+  c.parallel = ml_collections.ConfigDict(c.parallel)
   return c

@@ -10,6 +10,8 @@ tests/test_configs.py with jax.eval_shape.
 """
 import ml_collections
 
+from moe_jax.parallel.partitioning import DEFAULT_RULES
+
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
   del preset
@@ -22,8 +24,13 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
       z_loss_coef=0.001, dtype="bfloat16", param_dtype="float32")
   c.train = dict(num_steps=100000, batch_size=1024, seq_len=4096, lr=4e-4, warmup_steps=2500,
                  weight_decay=0.1, grad_clip=1.0, seed=0, log_every=10, eval_every=1000,
-                 eval_batch_size=32, save_every=1000, keep=3)
+                 eval_batch_size=256, save_every=1000, keep=3)
   c.data = dict(sources=["files"], files=[], text_field="text", val_every=100,
                 max_eval_windows=256)
   c.compare_dense = False
+  # 64 experts over an 8-way `expert` axis (8 per device), parameters over `fsdp`.
+  c.parallel = dict(mesh="data:1,fsdp:-1,expert:8,tensor:1", rules=DEFAULT_RULES,
+                    # distributed=True on a multi-host pod (WORKSPACE.md, "Scaling out")
+                    distributed=False, coordinator_address="", num_processes=0,
+                    process_id=-1)
   return ml_collections.ConfigDict(c)

@@ -35,12 +35,15 @@ def load_data(cfg) -> tuple[list[dict], list[dict], list[int], list[str], list[i
         num_rows=d.num_rows, groups=d.groups, positive_rates=d.positive_rates,
         p_within=d.p_within, p_across=d.p_across, num_dense=d.num_dense,
         vocab_sizes=d.vocab_sizes, latent_per_field=d.latent_per_field, scale=d.scale,
-        num_sines=d.num_sines, noise=d.noise, seed=seed), d.test_fraction, seed)
+        num_sines=d.num_sines, noise=d.noise, dense_form=d.dense_form,
+        dense_scale_max=d.dense_scale_max, seed=seed), d.test_fraction, seed)
             for seed in cfg.seeds]
     require(len(d.task_names) == len(d.groups), "data.task_names",
             f"{len(d.task_names)} names for {len(d.groups)} tasks", "give one name per task")
     label = (f"synthetic (MMoE protocol, {len(d.groups)} tasks in {max(d.groups) + 1} groups, "
-             f"p_within={d.p_within}, p_across={d.p_across}, {d.num_rows} rows/seed)")
+             f"p_within={d.p_within}, p_across={d.p_across}, dense features {d.dense_form}"
+             f"{f' (scales 1..{d.dense_scale_max:g})' if d.dense_form == 'lognormal' else ''}, "
+             f"{d.num_rows} rows/seed)")
     return ([s[0] for s in sets], [s[1] for s in sets], list(d.vocab_sizes),
             list(d.task_names), list(d.groups), label)
   require(bool(d.path), "data.path", "empty for kind='kuairand'", "point it at a KuaiRand log CSV")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import platform
 
+import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
 from moe_jax.data import corpus
 from moe_jax.data.iterator import eval_windows
 from moe_jax.models.config import LMConfig
+from moe_jax.parallel import hosts
+from moe_jax.parallel.config import ParallelConfig
 from moe_jax.train.loop import TrainConfig, train_lm
 from moe_jax.utils import cli
 from moe_jax.utils.reporting import markdown_table, save_figure, write_results
@@ -56,6 +59,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config, workdir = _CONFIG.value, _WORKDIR.value
+  parallel = ParallelConfig.from_dict(config.get("parallel", {}))
+  hosts.initialize(parallel)
   model_cfg = LMConfig.from_dict(config.model)
   train_cfg = TrainConfig.from_dict(config.train)
   train_tokens, eval_sets = load_data(config.data, train_cfg.seq_len)
@@ -66,7 +71,7 @@ def main(argv):
   runs = {}
   for name, cfg in variants.items():
     run = train_lm(cfg, train_cfg, train_tokens, eval_sets, os.path.join(workdir, name),
-                   desc=name)
+                   desc=name, parallel=parallel)
     run["active_params"] = cfg.active_params(run["params"])
     run.pop("state")
     runs[name] = run
@@ -84,6 +89,8 @@ def main(argv):
             "better).")
   table = markdown_table(["model", "params", "active params", "steps", "bpb all",
                           *[f"bpb {d}" for d in domains], "train minutes"], rows)
+  if jax.process_index():  # on several hosts, the first one writes the results
+    return
   write_results(workdir, {"runs": runs, "config": config.to_dict(),
                           "python": platform.python_version()}, f"{header}\n\n{table}")
   plot_curves(runs, workdir)

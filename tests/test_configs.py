@@ -1,6 +1,7 @@
 """Full-size configs build the published shapes (jax.eval_shape: nothing is allocated)."""
 import importlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,8 @@ from moe_jax.models.lm import MoELM
 def test_full_size_config_shapes(name, total, active):
   config = importlib.import_module(f"configs.{name}").get_config()
   cfg = LMConfig.from_dict(config.model)
-  shapes = jax.eval_shape(MoELM(cfg).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  shapes = nn.unbox(jax.eval_shape(MoELM(cfg).init, jax.random.key(0),
+                                   jnp.zeros((1, 8), jnp.int32)))
   count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"])))
   assert count == total
   assert abs(cfg.active_params(count) - active) / active < 0.01

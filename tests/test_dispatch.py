@@ -1,6 +1,7 @@
 """The three dispatches against plain loops over experts (float64 NumPy outputs, JAX gradients)."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,9 +34,9 @@ def _jax_act(name, z):
 
 
 def make_layer(router="topk", activation="swiglu", dispatch="dropless", gmm_impl="auto",
-               capacity_factor=0.0, seed=0):
+               capacity_factor=0.0, seed=0, top_k=K):
   """An MoE layer, its variables (with a random aux-free bias) and inputs x[B, S, D]."""
-  layer = MoE(num_experts=E, top_k=K, d_ff=F, activation=activation, router=router,
+  layer = MoE(num_experts=E, top_k=top_k, d_ff=F, activation=activation, router=router,
               dispatch=dispatch, gmm_impl=gmm_impl, capacity_factor=capacity_factor,
               **ROUTER_KW.get(router, {}))
   rng = np.random.default_rng(seed)
@@ -43,7 +44,7 @@ def make_layer(router="topk", activation="swiglu", dispatch="dropless", gmm_impl
   # Fresh random values in the layer's own variable structure (no init run needed); router
   # weights large enough that the top-k choices are well separated, a random aux-free bias.
   shapes = jax.eval_shape(functools.partial(layer.init, jax.random.key(0)), x)
-  shapes = {k: v for k, v in shapes.items() if k in ("params", "moe_bias")}
+  shapes = nn.unbox({k: v for k, v in shapes.items() if k in ("params", "moe_bias")})
 
   def fill(path, leaf):
     name = path[-1].key
@@ -55,7 +56,7 @@ def make_layer(router="topk", activation="swiglu", dispatch="dropless", gmm_impl
 
 def routing_of(layer, variables, x):
   """The layer's own router applied to x: the Routing the dispatch receives."""
-  router = make_router(layer.router, E, K, capacity_factor=layer.capacity_factor,
+  router = make_router(layer.router, E, layer.top_k, capacity_factor=layer.capacity_factor,
                        **ROUTER_KW.get(layer.router, {}))
   router_vars = {"params": variables["params"]["router"]}
   if "moe_bias" in variables:
@@ -100,10 +101,10 @@ def _output_and_grads(apply_fn, variables, x, cotangent):
   return y, vjp(cotangent)
 
 
-def _check_dispatches(router, activation, dispatches):
+def _check_dispatches(router, activation, dispatches, top_k=K):
   """No drops (capacity_factor=0): each dispatch equals the loops in outputs and gradients."""
-  seed = len(router) * 7 + len(activation)
-  ref_layer, variables, x = make_layer(router, activation, seed=seed)
+  seed = len(router) * 7 + len(activation) + top_k
+  ref_layer, variables, x = make_layer(router, activation, seed=seed, top_k=top_k)
   routing = routing_of(ref_layer, variables, x)
   want_y = numpy_moe(x, variables["params"]["experts"], routing.token, routing.expert,
                      routing.weight, activation).reshape(B, S, D)
@@ -129,6 +130,11 @@ ROUTERS = ["topk", "noisy_topk", "expert_choice", "sigmoid_group", "sparsemixer"
 def test_every_dispatch_matches_plain_loops(router):
   """Token-choice and expert-choice routings take different combine paths: check both."""
   _check_dispatches(router, "swiglu", DISPATCHES)
+
+
+def test_every_dispatch_matches_plain_loops_top1():
+  """One assignment per token (A == T): as many hidden rows as token rows."""
+  _check_dispatches("topk", "swiglu", DISPATCHES, top_k=1)
 
 
 @pytest.mark.parametrize("router,activation",

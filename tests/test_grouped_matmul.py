@@ -91,3 +91,82 @@ def test_bad_tiles_raise(tile, min_tile):
   with pytest.raises(ValueError, match="min_tile"):
     grouped_matmul(jnp.zeros((4, K)), jnp.zeros((2, K, N)), jnp.asarray([2, 2]), impl="tiled",
                    tile=tile, min_tile=min_tile)
+
+
+def _group_of_rows(group_sizes, m):
+  """[M] group of each row, -1 past sum(group_sizes)."""
+  groups = np.repeat(np.arange(len(group_sizes)), group_sizes)
+  return np.concatenate([groups, -np.ones(m - len(groups), int)])
+
+
+def _gather_reference(x, idx, rhs, group_sizes, d_out):
+  """float64 out[r] = x[idx[r]] @ rhs[g(r)], and the gradients w.r.t. x and rhs, row by row."""
+  x, rhs, d_out = (a.astype(np.float64) for a in (x, rhs, d_out))
+  out = np.zeros((len(idx), rhs.shape[2]))
+  d_x, d_rhs = np.zeros_like(x), np.zeros_like(rhs)
+  for r, g in enumerate(_group_of_rows(group_sizes, len(idx))):
+    if g >= 0:
+      out[r] = x[idx[r]] @ rhs[g]
+      d_x[idx[r]] += d_out[r] @ rhs[g].T
+      d_rhs[g] += np.outer(x[idx[r]], d_out[r])
+  return out, d_x, d_rhs
+
+
+def _scatter_reference(lhs, rhs, idx, weights, num_rows, group_sizes, d_y):
+  """float64 y[idx[r]] += weights[r] lhs[r] @ rhs[g(r)], and the gradients w.r.t. lhs, rhs and
+  weights, row by row."""
+  lhs, rhs, weights, d_y = (a.astype(np.float64) for a in (lhs, rhs, weights, d_y))
+  y = np.zeros((num_rows, rhs.shape[2]))
+  d_lhs, d_rhs, d_w = np.zeros_like(lhs), np.zeros_like(rhs), np.zeros_like(weights)
+  for r, g in enumerate(_group_of_rows(group_sizes, len(idx))):
+    if g >= 0:
+      product = lhs[r] @ rhs[g]
+      y[idx[r]] += weights[r] * product
+      d_lhs[r] = weights[r] * d_y[idx[r]] @ rhs[g].T
+      d_rhs[g] += weights[r] * np.outer(lhs[r], d_y[idx[r]])
+      d_w[r] = d_y[idx[r]] @ product
+  return y, d_lhs, d_rhs, d_w
+
+
+@pytest.mark.parametrize("impl,tile,min_tile", [("tiled", 16, 4), ("tiled", 128, 32),
+                                                ("ragged_dot", 128, 32)])
+def test_gather_and_scatter_forms_forward_and_grads(impl, tile, min_tile):
+  """The dispatch's fused forms: rows read by index (gather), products weighted and summed
+  into rows by index (scatter), T = 30 rows with repeated and unused indices."""
+  rng = np.random.default_rng(tile + 1)
+  num_rows = 30
+  gmm = functools.partial(grouped_matmul, impl=impl, tile=tile, min_tile=min_tile)
+
+  @jax.jit
+  def gathered(x, rhs, group_sizes, idx, d_out):
+    out, vjp = jax.vjp(lambda x, rhs: gmm(x, rhs, group_sizes, gather=idx), x, rhs)
+    return (out,) + vjp(d_out)
+
+  @jax.jit
+  def scattered(lhs, rhs, weights, group_sizes, idx, d_y):
+    y, vjp = jax.vjp(lambda l, r, w: gmm(l, r, group_sizes, scatter=(idx, w, num_rows)),
+                     lhs, rhs, weights)
+    return (y,) + vjp(d_y)
+
+  for sizes in CASES:
+    idx = rng.integers(0, num_rows, M).astype(np.int32)
+    rhs = rng.standard_normal((len(sizes), K, N)).astype(np.float32)
+    x = rng.standard_normal((num_rows, K)).astype(np.float32)
+    d_out = rng.standard_normal((M, N)).astype(np.float32)
+    group_sizes = jnp.asarray(sizes, jnp.int32)
+    for got, want in zip(gathered(x, rhs, group_sizes, idx, d_out),
+                         _gather_reference(x, idx, rhs, sizes, d_out)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"gather {sizes}")
+    lhs = rng.standard_normal((M, K)).astype(np.float32)
+    weights = rng.uniform(0.1, 1.0, M).astype(np.float32)
+    d_y = rng.standard_normal((num_rows, N)).astype(np.float32)
+    for got, want in zip(scattered(lhs, rhs, weights, group_sizes, idx, d_y),
+                         _scatter_reference(lhs, rhs, idx, weights, num_rows, sizes, d_y)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"scatter {sizes}")
+
+
+def test_gather_and_scatter_together_raise():
+  idx = jnp.zeros((4,), jnp.int32)
+  with pytest.raises(ValueError, match="gather"):
+    grouped_matmul(jnp.zeros((4, K)), jnp.zeros((2, K, N)), jnp.asarray([2, 2]), gather=idx,
+                   scatter=(idx, jnp.ones((4,)), 4))

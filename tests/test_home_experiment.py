@@ -19,6 +19,7 @@ def test_quick_preset_end_to_end(tmp_path):
     entry = results["models"][name]
     for key in ("mean_auc", "sparse_auc", "max_zero_frac"):
       assert 0.0 <= entry[key] <= 1.0, (name, key, entry[key])
-  assert results["models"]["home"]["max_zero_frac"] == 0.0  # Swish is never exactly zero
+  # Swish(x) is 0 in float32 only where it underflows (x below about -100): practically never.
+  assert results["models"]["home"]["max_zero_frac"] < 1e-3
   assert "| model |" in (tmp_path / "results.md").read_text()
   assert any(p.suffix == ".png" for p in tmp_path.iterdir())

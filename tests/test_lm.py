@@ -1,6 +1,7 @@
 """The decoder LM: norm, RoPE and attention against float64 NumPy; cache, generation, errors."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +29,7 @@ def _np_rope(x, pos, theta):
 def test_rmsnorm_matches_numpy():
   x = np.random.default_rng(1).normal(size=(3, 5, 16))
   norm = RMSNorm(eps=1e-6)
-  params = norm.init(jax.random.key(0), jnp.asarray(x, jnp.float32))
+  params = nn.unbox(norm.init(jax.random.key(0), jnp.asarray(x, jnp.float32)))
   w = np.random.default_rng(2).normal(size=16)
   params = {"params": {"scale": jnp.asarray(w, jnp.float32)}}
   got = norm.apply(params, jnp.asarray(x, jnp.float32))
@@ -73,7 +74,7 @@ def test_attention_matches_numpy():
   x = np.random.default_rng(4).normal(size=(2, 9, cfg.d_model))
   attn = Attention(cfg)
   pos = jnp.broadcast_to(jnp.arange(9), (2, 9))
-  params = attn.init(jax.random.key(5), jnp.asarray(x, jnp.float32), pos)["params"]
+  params = nn.unbox(attn.init(jax.random.key(5), jnp.asarray(x, jnp.float32), pos))["params"]
   got = attn.apply({"params": params}, jnp.asarray(x, jnp.float32), pos)
   want = _np_attention(x, jax.tree.map(lambda a: np.asarray(a, np.float64), params), cfg)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -83,7 +84,7 @@ def test_attention_matches_numpy():
 def tiny_model():
   model = MoELM(TINY)
   tokens = jax.random.randint(jax.random.key(6), (2, 12), 0, TINY.vocab_size)
-  variables = model.init(jax.random.key(7), tokens)
+  variables = nn.unbox(model.init(jax.random.key(7), tokens))
   return model, variables, tokens
 
 

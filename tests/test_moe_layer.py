@@ -1,6 +1,7 @@
 """The MoE layer: sown diagnostics, sown losses, shared experts, aux-free bias, config errors."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,7 @@ T = B * S
 def _random_variables(layer, x, seed):
   """Fresh N(0, 1/fan_in) values in the layer's variable structure; router weights N(0, 1)."""
   rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(functools.partial(layer.init, jax.random.key(0)), x)
+  shapes = nn.unbox(jax.eval_shape(functools.partial(layer.init, jax.random.key(0)), x))
   shapes = {k: v for k, v in shapes.items() if k in ("params", "moe_bias")}
 
   def fill(path, leaf):

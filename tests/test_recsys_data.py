@@ -3,6 +3,7 @@ import csv
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from moe_jax.recsys import kuairand, synthetic
 from moe_jax.utils.errors import ConfigError
@@ -49,6 +50,22 @@ def test_positive_rates_and_shapes():
   with pytest.raises(ConfigError, match="positive_rates"):
     synthetic.make_synthetic(num_rows=10, groups=(0,), positive_rates=(1.5,), p_within=0.5,
                              p_across=0.5, num_dense=3, vocab_sizes=(4,), latent_per_field=1)
+
+
+def test_lognormal_dense_form_rescales_the_standard_draw():
+  kw = dict(num_rows=5000, groups=(0, 1), positive_rates=(0.3, 0.01), p_within=0.5,
+            p_across=0.5, num_dense=4, vocab_sizes=(10,), latent_per_field=2, seed=2)
+  std = synthetic.make_synthetic(**kw)
+  raw = synthetic.make_synthetic(**kw, dense_form="lognormal", dense_scale_max=1000.0)
+  np.testing.assert_array_equal(raw["labels"], std["labels"])
+  np.testing.assert_array_equal(raw["sparse"], std["sparse"])
+  assert raw["dense"].min() > 0
+  scales = raw["dense"].astype(np.float64) / np.exp(std["dense"].astype(np.float64))
+  np.testing.assert_allclose(scales, np.broadcast_to(scales[:1], scales.shape), rtol=1e-5)
+  np.testing.assert_allclose(np.sort(scales[0]), [1.0, 10.0, 100.0, 1000.0], rtol=1e-5)
+  assert np.all(stats.skew(raw["dense"], axis=0) > 3.0)  # heavy right tail (lognormal: ~6)
+  with pytest.raises(ConfigError, match="dense_form"):
+    synthetic.make_synthetic(**kw, dense_form="log")
 
 
 def _write_log(path, rows):

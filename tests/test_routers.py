@@ -1,6 +1,7 @@
 """Routers against float64 NumPy re-implementations (and transformers' PhiMoE sparsemixer)."""
 import itertools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ def _setup(router, seed, x_scale=1.0, extra_init=None):
   """Random x[T, D] and a freshly initialised router; returns (x, variables, logits64)."""
   rng = np.random.default_rng(seed)
   x = (x_scale * rng.standard_normal((T, D))).astype(np.float32)
-  variables = router.init(jax.random.key(seed), jnp.asarray(x))
+  variables = nn.unbox(router.init(jax.random.key(seed), jnp.asarray(x)))
   variables = dict(variables)
   # Larger random router weights than the init's, so that the choices are well separated.
   kernel = rng.standard_normal((D, E)).astype(np.float32) * 0.5
@@ -193,7 +194,7 @@ def test_sigmoid_group(n_group, topk_group, k, normalize, scale):
 
 def test_sigmoid_group_bias_is_not_a_param():
   router = routers.SigmoidGroupRouter(num_experts=E, top_k=2, n_group=4, topk_group=2)
-  variables = router.init(jax.random.key(0), jnp.zeros((4, D)))
+  variables = nn.unbox(router.init(jax.random.key(0), jnp.zeros((4, D))))
   assert set(variables) == {"params", "moe_bias"}
   np.testing.assert_array_equal(variables["moe_bias"]["e_score_correction_bias"], np.zeros(E))
 

@@ -5,6 +5,7 @@ relative tolerance); the variable list of the loader must cover exactly the modu
 """
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -19,7 +20,8 @@ from moe_jax.models.lm import MoELM
 def test_published_parameter_counts(name):
   entry = ZOO[name]
   cfg, arch = from_hf(entry.config)
-  shapes = jax.eval_shape(MoELM(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+  shapes = nn.unbox(jax.eval_shape(MoELM(cfg).init, jax.random.key(0),
+                                   jnp.zeros((1, 1), jnp.int32)))
   flat = {"/".join(str(k.key) for k in path): leaf.shape
           for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   total = sum(math.prod(s) for k, s in flat.items() if k.startswith("params/"))

@@ -26,6 +26,7 @@ import os
 import re
 from typing import Any, Callable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,6 +171,7 @@ def save_pretrained(module: MoELM, variables: dict, path: str,
   if "params" not in variables:
     variables = {"params": variables}
   arch = architecture or hf_config.infer_architecture(cfg)
+  variables = nn.unbox(variables)
   dtype = dtype or cfg.param_dtype
   check_choice("dtype", dtype, DTYPES)
   hf = hf_config.to_hf(cfg, arch, dtype)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from moe_jax.parallel import hosts
 from moe_jax.utils.errors import require
 
 
 class WindowIterator:
-  """Yields int32 batches [batch_size, seq_len + 1] of random windows of `tokens`."""
+  """Yields int32 batches [batch_size, seq_len + 1] of random windows of `tokens`.
+
+  On several hosts each gets its own rows [batch_size / hosts, seq_len + 1] of the global batch.
+  """
 
   def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int,
                start: int = 0):
@@ -24,7 +28,8 @@ class WindowIterator:
 
   def batch(self, index: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, index])
-    starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
+    starts = hosts.local_rows(
+        rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size))
     rows = starts[:, None] + np.arange(self.seq_len + 1)
     return self.tokens[rows].astype(np.int32)
 

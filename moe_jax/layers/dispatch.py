@@ -5,8 +5,10 @@ Legend: T tokens, D model width, E experts, A assignments (token, expert, weight
 
 Three interchangeable implementations with one signature,
   dispatch(x[T, D], routing, experts_fn, num_experts, ...) -> (y[T, D], DispatchStats),
-where experts_fn(rows, matmul) -> (out_rows, zero_frac_rows) is an `Experts` module call:
-  "dropless": sort assignments by expert, grouped matmul over the sorted rows; nothing dropped.
+where experts_fn(rows, matmul_in[, matmul_out]) -> (out, zero_frac_rows) is an `Experts` module
+call (dropless hands it the token rows and a matmul_out that returns y[T, D] itself):
+  "dropless": sort assignments by expert, grouped matmul over the sorted rows, with the row
+      gather and the weighted combine inside its tile loops; nothing dropped.
   "capacity": sort, keep the first C assignments of each expert (first choices before second
       choices), batched einsum over [E, C, D] buffers; the rest are dropped and counted.
   "dense":    GShard's one-hot dispatch/combine tensors [T, E, C] and einsums; the readable
@@ -103,18 +105,24 @@ def _per_expert_mean(values: jax.Array, expert: jax.Array, counts: jax.Array) ->
 
 def dropless(x, routing: Routing, experts_fn, num_experts: int, *, gmm_impl: str = "auto",
              **unused):
-  """Sort by expert + grouped matmul (MegaBlocks-style dropless MoE)."""
+  """Sort by expert + grouped matmul (MegaBlocks-style dropless MoE).
+
+  No [A, D] array of token rows is built: the experts get the token rows x[T, D]; matmul_in
+  reads each assignment's token row tile by tile and returns the A hidden rows sorted by
+  expert; matmul_out adds each output row times its routing weight to its token, tile by tile,
+  and returns y[T, D] (grouped_matmul's `gather` and `scatter`).
+  """
   del unused
   order = jnp.argsort(routing.expert, stable=True)
-  expert_sorted = routing.expert[order]
+  token = routing.token[order]
   counts = tokens_per_expert(routing.expert, num_experts)
   group_sizes = counts.astype(jnp.int32)
-  rows = x[routing.token[order]]
-  matmul = lambda a, w: grouped_matmul(a, w, group_sizes, impl=gmm_impl)
-  out, zero_frac = experts_fn(rows, matmul)
-  y = _combine(out, order, routing, x.shape[0])
+  matmul_in = lambda rows, w: grouped_matmul(rows, w, group_sizes, impl=gmm_impl, gather=token)
+  matmul_out = lambda rows, w: grouped_matmul(rows, w, group_sizes, impl=gmm_impl,
+                                              scatter=(token, routing.weight[order], x.shape[0]))
+  y, zero_frac = experts_fn(x, matmul_in, matmul_out)
   stats = DispatchStats(counts, jnp.zeros((), jnp.int32),
-                        _per_expert_mean(zero_frac, expert_sorted, counts))
+                        _per_expert_mean(zero_frac, routing.expert[order], counts))
   return y, stats
 
 

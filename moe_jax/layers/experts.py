@@ -5,8 +5,10 @@ dispatch uses ([A, D] sorted by expert, or [E, C, D] capacity buffers).
 
 Gated activations (SwiGLU, GeGLU; Shazeer 2020): h = act(x W_gate) * (x W_up), y = h W_down.
 Plain activations (GELU, ReLU, SiLU): h = act(x W_up), y = h W_down.
-Weights: wi_gate/wi_up [E, D, F], wo [E, F, D]. The dispatch supplies `matmul(x, w)` that
-multiplies each row by its own expert's matrix, so one expert definition serves every dispatch.
+Weights: wi_gate/wi_up [E, D, F], wo [E, F, D] (logical axes expert, embed, mlp). The dispatch
+supplies `matmul_in(x, w)` (for W_gate, W_up) and `matmul_out(h, w)` (for W_down) that multiply
+each row by its own expert's matrix, so one expert definition serves every dispatch; the dropless
+dispatch's pair also moves the rows (gathers token rows in, scatter-adds weighted outputs out).
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ def ffn_hidden(x: jax.Array, matmul, w_gate, w_up, activation: str) -> jax.Array
 class Experts(nn.Module):
   """E expert FFNs with weights stacked on a leading expert axis.
 
-  __call__(x, matmul) -> (y, zero_frac): y has x's layout with width D; zero_frac[R] is the
-  fraction of exact zeros in each row's hidden activations (the expert-collapse diagnostic).
+  __call__(x, matmul_in, matmul_out=matmul_in) -> (y, zero_frac): y = matmul_out(h, W_down);
+  zero_frac[R] is the fraction of exact zeros in each row's hidden activations h (the
+  expert-collapse diagnostic).
   """
   num_experts: int
   d_ff: int
@@ -54,18 +57,19 @@ class Experts(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, matmul) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, matmul_in, matmul_out=None) -> tuple[jax.Array, jax.Array]:
     d = x.shape[-1]
     e, f = self.num_experts, self.d_ff
     gated = ACTIVATIONS[self.activation][1]
-    w_gate = (self.param("wi_gate", self.kernel_init, (e, d, f), self.param_dtype)
-              if gated else None)
-    w_up = self.param("wi_up", self.kernel_init, (e, d, f), self.param_dtype)
-    w_down = self.param("wo", self.kernel_init, (e, f, d), self.param_dtype)
+    w_in = nn.with_logical_partitioning(self.kernel_init, ("expert", "embed", "mlp"))
+    w_out = nn.with_logical_partitioning(self.kernel_init, ("expert", "mlp", "embed"))
+    w_gate = self.param("wi_gate", w_in, (e, d, f), self.param_dtype) if gated else None
+    w_up = self.param("wi_up", w_in, (e, d, f), self.param_dtype)
+    w_down = self.param("wo", w_out, (e, f, d), self.param_dtype)
     cast = lambda w: None if w is None else w.astype(self.dtype)
-    h = ffn_hidden(x.astype(self.dtype), matmul, cast(w_gate), cast(w_up), self.activation)
+    h = ffn_hidden(x.astype(self.dtype), matmul_in, cast(w_gate), cast(w_up), self.activation)
     zero_frac = jnp.mean((h == 0).astype(jnp.float32), axis=-1)
-    return matmul(h, cast(w_down)), zero_frac
+    return (matmul_out or matmul_in)(h, cast(w_down)), zero_frac
 
 
 class MlpBlock(nn.Module):
@@ -87,9 +91,11 @@ class MlpBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     d, f = x.shape[-1], self.d_ff
     gated = ACTIVATIONS[self.activation][1]
-    w_gate = self.param("wi_gate", self.kernel_init, (d, f), self.param_dtype) if gated else None
-    w_up = self.param("wi_up", self.kernel_init, (d, f), self.param_dtype)
-    w_down = self.param("wo", self.kernel_init, (f, d), self.param_dtype)
+    w_in = nn.with_logical_partitioning(self.kernel_init, ("embed", "mlp"))
+    w_out = nn.with_logical_partitioning(self.kernel_init, ("mlp", "embed"))
+    w_gate = self.param("wi_gate", w_in, (d, f), self.param_dtype) if gated else None
+    w_up = self.param("wi_up", w_in, (d, f), self.param_dtype)
+    w_down = self.param("wo", w_out, (f, d), self.param_dtype)
     cast = lambda w: None if w is None else w.astype(self.dtype)
     h = ffn_hidden(x.astype(self.dtype), jnp.dot, cast(w_gate), cast(w_up), self.activation)
     return jnp.dot(h, cast(w_down))
@@ -111,6 +117,8 @@ class SharedExperts(nn.Module):
     y = MlpBlock(self.d_ff, self.activation, self.dtype, self.param_dtype, name="mlp")(x)
     if self.gated:
       gate = nn.Dense(1, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                      kernel_init=nn.with_logical_partitioning(nn.linear.default_kernel_init,
+                                                               ("embed", None)),
                       name="gate")(x)
       y = jax.nn.sigmoid(gate) * y
     return y

@@ -1,19 +1,27 @@
 """Grouped matrix multiplication for dropless MoE dispatch.
 
 Legend: M rows (token-expert assignments sorted by expert), K input width, N output width,
-G groups (experts).
+G groups (experts), T rows of a token array read by `gather` or written by `scatter`.
 
   grouped_matmul(lhs[M, K], rhs[G, K, N], group_sizes[G]) -> out[M, N]
   out[r] = lhs[r] @ rhs[g(r)],  g(r) the group whose contiguous row range holds r.
 
-Rows past sum(group_sizes) give zeros. Two implementations:
+Rows past sum(group_sizes) give zeros. Two optional index maps fold the MoE dispatch's row
+movement into the matmul, so that no [M, K] or [M, N] copy of the token rows is ever built:
+  gather=idx[M]:               out[r] = lhs[idx[r]] @ rhs[g(r)]           (lhs is [T, K]);
+  scatter=(idx[M], w[M], T):   y[t] = sum_{r: idx[r] = t} w[r] lhs[r] @ rhs[g(r)]   (y is [T, N]).
+Two implementations:
   "ragged_dot": `jax.lax.ragged_dot`, a native grouped matmul on TPU (and GPU); on CPU it runs
-      about 10x below dense matmul speed (measured in benchmarks/moe_layer.py).
-  "tiled": two loops of dense matmuls, which the CPU runs at its dense rate: one over every
-      group's full `tile`-row tiles, one over the remainders in `min_tile`-row tiles (the last
-      one runs past its group's end; at most min_tile - 1 wasted rows per group). A tile writes
-      only the rows of its own group. Gradients come from a custom VJP running the same loops
-      (d_lhs = grouped_matmul(d_out, rhs^T); d_rhs[g] = lhs_g^T @ d_out_g, foreign rows masked).
+      about 10x below dense matmul speed (measured in benchmarks/moe_layer.py). Gather and
+      scatter are separate ops around it.
+  "tiled": dense matmuls, which the CPU runs at its dense rate, in a loop over groups (each
+      group's matrix is sliced once) and, inside, over the group's full `tile`-row tiles, then
+      its remainder in `min_tile`-row tiles (the last one runs past the group's end; at most
+      min_tile - 1 wasted rows per group). A tile reads its rows by slice or by `gather` index
+      and writes only the rows of its own group: by slice, or weighted and added at their
+      `scatter` index. On a CPU, building a [M, K] copy of the token rows takes about half the
+      time of the matmul that reads it (benchmarks/README.md), hence the folding. Gradients
+      come from custom VJPs running the same loops.
 """
 from __future__ import annotations
 
@@ -33,121 +41,199 @@ def default_impl() -> str:
 
 
 def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array,
-                   impl: str = "auto", tile: int = 128, min_tile: int = 32) -> jax.Array:
+                   impl: str = "auto", tile: int = 128, min_tile: int = 32, *,
+                   gather: jax.Array | None = None,
+                   scatter: tuple[jax.Array, jax.Array, int] | None = None) -> jax.Array:
   """Multiplies each contiguous row group of `lhs` by its own matrix in `rhs`.
 
   Args:
-    lhs: [M, K] rows sorted by group.
+    lhs: [M, K] rows sorted by group; with `gather`, [T, K] rows in any order.
     rhs: [G, K, N] one matrix per group.
     group_sizes: [G] int32 number of rows in each group, sum <= M.
     impl: "ragged_dot", "tiled" or "auto" (per backend).
     tile, min_tile: rows per matmul of the "tiled" implementation for a group's full tiles and
       for its remainder (measured on a 2-core CPU at the benchmark shapes).
+    gather: optional [M] int32: product row r reads lhs[gather[r]].
+    scatter: optional (idx[M] int32, weights[M], T): instead of the product rows, returns
+      y[T, N] with y[idx[r]] += weights[r] * (product row r). Not together with `gather`.
 
   Returns:
-    [M, N] in lhs.dtype.
+    [M, N] in lhs.dtype ([T, N] with `scatter`).
   """
   if impl == "auto":
     impl = default_impl()
   check_choice("gmm_impl", impl, IMPLS + ("auto",))
+  if gather is not None and scatter is not None:
+    raise ValueError("grouped_matmul takes `gather` or `scatter`, not both")
+  group_sizes = group_sizes.astype(jnp.int32)
   if impl == "ragged_dot":
-    return jax.lax.ragged_dot(lhs, rhs, group_sizes.astype(jnp.int32))
+    out = jax.lax.ragged_dot(lhs if gather is None else lhs[gather], rhs, group_sizes)
+    if scatter is None:
+      return out
+    idx, weights, num_rows = scatter
+    out = out.astype(jnp.float32) * weights.astype(jnp.float32)[:, None]
+    return jnp.zeros((num_rows, out.shape[1]), jnp.float32).at[idx].add(out).astype(lhs.dtype)
   if not 1 <= min_tile <= tile:
     raise ValueError(f"tile sizes must satisfy 1 <= min_tile <= tile, got {min_tile}, {tile}")
-  return _tiled_gmm(lhs, rhs, group_sizes.astype(jnp.int32), tile, min_tile)
+  if scatter is None:
+    return _gmm(lhs, rhs, group_sizes, gather, tile, min_tile)
+  idx, weights, num_rows = scatter
+  return _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows)
 
 
-def _tile_loops(group_sizes, m, tile, min_tile):
-  """The two tile loops of the "tiled" grouped matmul, as (size, num_tiles, tiles) triples.
+def _tiles(group_sizes, m, tile, min_tile):
+  """for_each(g, step, carry): runs carry = step(carry, s, size, mine) over group g's tiles.
 
-  Loop 1 covers each group's floor(size_g / tile) full tiles; loop 2 covers the remainder with
-  `min_tile`-row tiles, the last one running past the group's end. tiles = (group, row,
-  end)[max_tiles]: a tile owns rows [row, min(row + size, end)).
+  First the group's floor(size_g / tile) full `tile`-row tiles, then its remainder in
+  `min_tile`-row tiles, the last one running past the group's end. A tile covers rows
+  [s, s + size) and owns those where mine[size] is True (None: all of them); a remainder tile
+  starts at min(row, m - size), so that no tile leaves the array.
   """
   ends = jnp.cumsum(group_sizes)
   starts = ends - group_sizes
-  full = group_sizes // tile * tile
-  loops = []
-  for size, first_row, length in ((tile, starts, full),
-                                  (min_tile, starts + full, group_sizes - full)):
-    size = min(size, m)
-    tiles = -(-length // size)
-    max_tiles = -(-m // size) + group_sizes.shape[0]
-    i = jnp.arange(max_tiles, dtype=jnp.int32)
-    group = jnp.searchsorted(jnp.cumsum(tiles), i, side="right")
-    group = jnp.minimum(group, group_sizes.shape[0] - 1).astype(jnp.int32)
-    row = first_row[group] + (i - (jnp.cumsum(tiles) - tiles)[group]) * size
-    loops.append((size, jnp.sum(tiles), (group, row, ends[group])))
-  return loops
+  tile, rem_size = min(tile, m), min(min_tile, m)
+
+  def for_each(g, step, carry):
+    num_full = group_sizes[g] // tile
+    carry = jax.lax.fori_loop(
+        0, num_full, lambda i, c: step(c, starts[g] + i * tile, tile, None), carry)
+    rem_start = starts[g] + num_full * tile
+
+    def remainder(i, carry):
+      row = rem_start + i * rem_size
+      s = jnp.minimum(row, m - rem_size)
+      j = s + jnp.arange(rem_size)
+      return step(carry, s, rem_size, (j >= row) & (j < ends[g]))
+
+    return jax.lax.fori_loop(0, -(-(ends[g] - rem_start) // rem_size), remainder, carry)
+
+  return for_each
 
 
-def _window(m, size, row, end):
-  """A tile's slice start s = min(row, m - size) (no slice runs past the array) and the mask
-  [size] of the slice's rows that the tile owns, those in [row, end)."""
-  s = jnp.minimum(row, m - size)
-  j = s + jnp.arange(size)
-  return s, (j >= row) & (j < end)
+def _rows(a, idx, s, size):
+  """Rows s..s+size of the sorted rows: a slice of `a`, or `a` at those entries of `idx`."""
+  if idx is None:
+    return jax.lax.dynamic_slice_in_dim(a, s, size)
+  return a.at[jax.lax.dynamic_slice_in_dim(idx, s, size)].get(mode="clip")
 
 
-def _gmm_forward(lhs, rhs, group_sizes, tile, min_tile, transpose_rhs):
-  """out[r] = lhs[r] @ rhs[g(r)] (or rhs[g(r)]^T), tiled; rows past the groups are zero."""
-  m = lhs.shape[0]
+def _products(lhs, rhs, group_sizes, tile, min_tile, *, transpose_rhs=False, gather=None,
+              scatter=None, weights=None, num_rows=0):
+  """Product rows x_r @ rhs[g(r)] (or rhs[g(r)]^T), x_r = lhs[r] or lhs[gather[r]], tiled.
+
+  Returns out[M, N] (rows past the groups are zero), or with `scatter`[M] the float32
+  y[num_rows, N] = sum over r of weights[r] (1 if None) * product r, added at scatter[r].
+  A loop over groups (each group's matrix is sliced once), an inner loop over its tiles.
+  """
+  m = lhs.shape[0] if gather is None else gather.shape[0]
   n_out = rhs.shape[1] if transpose_rhs else rhs.shape[2]
-  out = jnp.zeros((m, n_out), lhs.dtype)
+  if scatter is None:
+    out = jnp.zeros((m, n_out), lhs.dtype)
+  else:
+    out = jnp.zeros((num_rows, n_out), jnp.float32)
   if m == 0:
     return out
   dims = (((1,), (1,)), ((), ())) if transpose_rhs else (((1,), (0,)), ((), ()))
-  for size, num_tiles, tiles in _tile_loops(group_sizes, m, tile, min_tile):
+  for_each_tile = _tiles(group_sizes, m, tile, min_tile)
 
-    def body(i, out, size=size, tiles=tiles):
-      group, row, end = (a[i] for a in tiles)
-      s, mine = _window(m, size, row, end)
-      x = jax.lax.dynamic_slice_in_dim(lhs, s, size)
-      w = jax.lax.dynamic_index_in_dim(rhs, group, keepdims=False)
-      y = jax.lax.dot_general(x, w, dims, preferred_element_type=jnp.float32).astype(out.dtype)
-      y = jnp.where(mine[:, None], y, jax.lax.dynamic_slice_in_dim(out, s, size))
-      return jax.lax.dynamic_update_slice_in_dim(out, y, s, 0)
+  def group(g, out):
+    w = jax.lax.dynamic_index_in_dim(rhs, g, keepdims=False)
 
-    out = jax.lax.fori_loop(0, num_tiles, body, out)
-  return out
+    def step(out, s, size, mine):
+      y = jax.lax.dot_general(_rows(lhs, gather, s, size), w, dims,
+                              preferred_element_type=jnp.float32)
+      if scatter is None:
+        y = y.astype(out.dtype)
+        if mine is not None:
+          y = jnp.where(mine[:, None], y, _rows(out, None, s, size))
+        return jax.lax.dynamic_update_slice_in_dim(out, y, s, 0)
+      if weights is not None:
+        y = y * _rows(weights, None, s, size).astype(jnp.float32)[:, None]
+      if mine is not None:
+        y = jnp.where(mine[:, None], y, 0)
+      return out.at[_rows(scatter, None, s, size)].add(y, mode="drop")
+
+    return for_each_tile(g, step, out)
+
+  return jax.lax.fori_loop(0, group_sizes.shape[0], group, out)
 
 
-def _gmm_weight_grad(lhs, d_out, group_sizes, tile, min_tile):
-  """d_rhs[g] = lhs_g^T @ d_out_g: [G, K, N], summed over each group's tiles."""
-  m, k = lhs.shape
-  num_groups = group_sizes.shape[0]
-  grads = jnp.zeros((num_groups, k, d_out.shape[1]), jnp.float32)
+def _weight_grad(lhs, d_out, group_sizes, tile, min_tile, *, gather=None, d_out_idx=None,
+                 d_out_weights=None):
+  """d_rhs[g] = sum over rows r of group g of x_r^T dy_r: [G, K, N] float32.
+
+  x_r = lhs[r] (or lhs[gather[r]]); dy_r = d_out[r] (or d_out_weights[r] * d_out[d_out_idx[r]]).
+  """
+  m = lhs.shape[0] if gather is None else gather.shape[0]
+  grads = jnp.zeros((group_sizes.shape[0], lhs.shape[1], d_out.shape[1]), jnp.float32)
   if m == 0:
     return grads
-  for size, num_tiles, tiles in _tile_loops(group_sizes, m, tile, min_tile):
+  for_each_tile = _tiles(group_sizes, m, tile, min_tile)
 
-    def body(i, grads, size=size, tiles=tiles):
-      group, row, end = (a[i] for a in tiles)
-      s, mine = _window(m, size, row, end)
-      x = jnp.where(mine[:, None], jax.lax.dynamic_slice_in_dim(lhs, s, size), 0)
-      dy = jax.lax.dynamic_slice_in_dim(d_out, s, size)
-      acc = jax.lax.dynamic_index_in_dim(grads, group, keepdims=False) + jax.lax.dot_general(
-          x, dy, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-      return jax.lax.dynamic_update_index_in_dim(grads, acc, group, 0)
+  def step(acc, s, size, mine):
+    x = _rows(lhs, gather, s, size)
+    if mine is not None:
+      x = jnp.where(mine[:, None], x, 0)
+    dy = _rows(d_out, d_out_idx, s, size)
+    if d_out_weights is not None:
+      dy = dy * _rows(d_out_weights, None, s, size).astype(dy.dtype)[:, None]
+    return acc + jax.lax.dot_general(x, dy, (((0,), (0,)), ((), ())),
+                                     preferred_element_type=jnp.float32)
 
-    grads = jax.lax.fori_loop(0, num_tiles, body, grads)
-  return grads
+  def group(g, grads):
+    acc = for_each_tile(g, step, jnp.zeros(grads.shape[1:], jnp.float32))
+    return jax.lax.dynamic_update_index_in_dim(grads, acc, g, 0)
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _tiled_gmm(lhs, rhs, group_sizes, tile, min_tile):
-  return _gmm_forward(lhs, rhs, group_sizes, tile, min_tile, transpose_rhs=False)
-
-
-def _tiled_gmm_fwd(lhs, rhs, group_sizes, tile, min_tile):
-  return _tiled_gmm(lhs, rhs, group_sizes, tile, min_tile), (lhs, rhs, group_sizes)
+  return jax.lax.fori_loop(0, group_sizes.shape[0], group, grads)
 
 
-def _tiled_gmm_bwd(tile, min_tile, residuals, d_out):
-  lhs, rhs, group_sizes = residuals
-  d_lhs = _gmm_forward(d_out, rhs, group_sizes, tile, min_tile, transpose_rhs=True)
-  d_rhs = _gmm_weight_grad(lhs, d_out, group_sizes, tile, min_tile).astype(rhs.dtype)
-  return d_lhs.astype(lhs.dtype), d_rhs, None
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _gmm(lhs, rhs, group_sizes, gather, tile, min_tile):
+  """out[r] = x_r @ rhs[g(r)], x_r = lhs[r] or lhs[gather[r]]."""
+  return _products(lhs, rhs, group_sizes, tile, min_tile, gather=gather)
 
 
-_tiled_gmm.defvjp(_tiled_gmm_fwd, _tiled_gmm_bwd)
+def _gmm_fwd(lhs, rhs, group_sizes, gather, tile, min_tile):
+  return _gmm(lhs, rhs, group_sizes, gather, tile, min_tile), (lhs, rhs, group_sizes, gather)
+
+
+def _gmm_bwd(tile, min_tile, residuals, d_out):
+  """d_x_r = d_out_r @ rhs[g(r)]^T, added into d_lhs at gather[r]; d_rhs[g] = X_g^T d_out_g."""
+  lhs, rhs, group_sizes, gather = residuals
+  d_lhs = _products(d_out, rhs, group_sizes, tile, min_tile, transpose_rhs=True,
+                    scatter=gather, num_rows=lhs.shape[0])
+  d_rhs = _weight_grad(lhs, d_out, group_sizes, tile, min_tile, gather=gather)
+  return d_lhs.astype(lhs.dtype), d_rhs.astype(rhs.dtype), None, None
+
+
+_gmm.defvjp(_gmm_fwd, _gmm_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows):
+  """y[t] = sum_{r: idx[r] = t} weights[r] lhs[r] @ rhs[g(r)]."""
+  return _products(lhs, rhs, group_sizes, tile, min_tile, scatter=idx, weights=weights,
+                   num_rows=num_rows).astype(lhs.dtype)
+
+
+def _gmm_scatter_fwd(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows):
+  return (_gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows),
+          (lhs, rhs, weights, group_sizes, idx))
+
+
+def _gmm_scatter_bwd(tile, min_tile, num_rows, residuals, d_y):
+  """With u_r = d_y[idx[r]] @ rhs[g(r)]^T: d_lhs_r = w_r u_r, d_w_r = <u_r, lhs_r> (the
+  product row never needs storing), d_rhs[g] = sum_r lhs_r^T w_r d_y[idx[r]]."""
+  del num_rows
+  lhs, rhs, weights, group_sizes, idx = residuals
+  u = _products(d_y, rhs, group_sizes, tile, min_tile, transpose_rhs=True, gather=idx)
+  u = u.astype(jnp.float32)
+  d_lhs = u * weights.astype(jnp.float32)[:, None]
+  d_weights = jnp.sum(u * lhs.astype(jnp.float32), axis=1)
+  d_rhs = _weight_grad(lhs, d_y, group_sizes, tile, min_tile, d_out_idx=idx,
+                       d_out_weights=weights)
+  return (d_lhs.astype(lhs.dtype), d_rhs.astype(rhs.dtype), d_weights.astype(weights.dtype),
+          None, None)
+
+
+_gmm_scatter.defvjp(_gmm_scatter_fwd, _gmm_scatter_bwd)

@@ -4,6 +4,9 @@ Legend: B batch, S sequence, T = B*S tokens, D model width, E experts, K experts
 
   y = sum_{e in TopK(x)} g_e(x) FFN_e(x)  [+ shared(x)]        (Shazeer et al. 2017, eq. 1)
 
+With experts sharded over a mesh axis (the logical axis `expert` mapped to a mesh axis of size
+> 1 by the rules in effect), the experts run expert-parallel: moe_jax/parallel/expert_parallel.py.
+
 Routing diagnostics are sown into the 'intermediates' collection (free unless the caller makes
 it mutable): router_probs [T, E], expert_index [A], tokens_per_expert [E], dropped (scalar),
 expert_zero_frac [E]. The weighted auxiliary loss is sown into 'aux_loss' as `moe_loss`; a
@@ -19,6 +22,7 @@ from moe_jax.layers import dispatch as dispatch_lib
 from moe_jax.layers import losses
 from moe_jax.layers.experts import Experts, SharedExperts
 from moe_jax.layers.routers import make_router
+from moe_jax.parallel import expert_parallel
 from moe_jax.utils.errors import check_choice, require
 
 
@@ -87,10 +91,17 @@ class MoE(nn.Module):
     routing = self.router_module("router")(tokens, deterministic=deterministic)
     experts = Experts(self.num_experts, self.d_ff, self.activation, self.dtype,
                       self.param_dtype, name="experts")
-    y, stats = dispatch_lib.dispatch(self.dispatch, tokens.astype(self.dtype), routing, experts,
-                                     self.num_experts, gmm_impl=self.gmm_impl,
-                                     capacity_factor=self.capacity_factor)
-    y = y.reshape(b, s, d)
+    parallel = expert_parallel.active_axes()
+    if parallel and not self.is_initializing():  # init creates the full weights as usual
+      cf = None if self.dispatch in ("dropless", "auto") else self.capacity_factor
+      y, stats = expert_parallel.dispatch(
+          x, routing, nn.unbox(self.variables["params"]["experts"]), experts, self.num_experts,
+          cf, *parallel)
+    else:
+      y, stats = dispatch_lib.dispatch(self.dispatch, tokens.astype(self.dtype), routing,
+                                       experts, self.num_experts, gmm_impl=self.gmm_impl,
+                                       capacity_factor=self.capacity_factor)
+      y = y.reshape(b, s, d)
     if self.shared_d_ff:
       y = y + SharedExperts(self.shared_d_ff, self.activation, self.shared_gate, self.dtype,
                             self.param_dtype, name="shared_experts")(x)

@@ -56,8 +56,8 @@ class RouterLogits(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    w = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.num_experts),
-                   self.param_dtype)
+    init = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "router"))
+    w = self.param("kernel", init, (x.shape[-1], self.num_experts), self.param_dtype)
     return jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32))
 
 

@@ -34,7 +34,8 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    w = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    w = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                   (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
     return (y * w.astype(jnp.float32)).astype(x.dtype)
@@ -43,7 +44,10 @@ class RMSNorm(nn.Module):
 def make_norm(cfg: LMConfig, name: str) -> nn.Module:
   """The model's norm: RMSNorm, or LayerNorm with scale and bias (Ba et al. 2016; PhiMoE)."""
   if cfg.norm == "layernorm":
-    return nn.LayerNorm(cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
+    return nn.LayerNorm(cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+                        name=name)
   return RMSNorm(cfg.norm_eps, cfg.param_dtype, name=name)
 
 
@@ -149,9 +153,45 @@ def update_cache(module: nn.Module, max_len: int, positions: jax.Array, **entrie
   return (*out, cp.value)
 
 
-def _dense(cfg: LMConfig, features, name: str, bias: bool, axis=-1) -> nn.DenseGeneral:
-  return nn.DenseGeneral(features, axis=axis, use_bias=bias, dtype=cfg.dtype,
-                         param_dtype=cfg.param_dtype, name=name)
+Q_AXES = ("embed", "heads", "head_dim")
+KV_AXES = ("embed", "kv_heads", "head_dim")
+BSD = ("batch", "length", "act_embed")  # logical axes of the residual stream [B, S, D]
+
+
+class Projection(nn.Module):
+  """y = x W (+ b): contracts the last `num_in` axes of x with W[*in, *features].
+
+  `axes` names W's axes (inputs, then outputs) for the partitioning rules; the bias [*features]
+  takes the output names. (flax's DenseGeneral initialises a flattened kernel, which cannot
+  carry logical names per axis.) Initialisation: LeCun normal over the fan-in.
+  """
+  features: tuple[int, ...]
+  axes: tuple[str, ...]
+  num_in: int = 1
+  use_bias: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in, n_out = self.num_in, len(self.features)
+    init = nn.initializers.lecun_normal(in_axis=tuple(range(n_in)),
+                                        out_axis=tuple(range(n_in, n_in + n_out)))
+    w = self.param("kernel", nn.with_logical_partitioning(init, self.axes),
+                   x.shape[x.ndim - n_in:] + self.features, self.param_dtype)
+    y = jnp.tensordot(x.astype(self.dtype), w.astype(self.dtype), axes=n_in)
+    if self.use_bias:
+      b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                          self.axes[n_in:]),
+                     self.features, self.param_dtype)
+      y = y + b.astype(self.dtype)
+    return y
+
+
+def _dense(cfg: LMConfig, features, name: str, bias: bool, axes: tuple[str, ...],
+           num_in: int = 1) -> Projection:
+  features = features if isinstance(features, tuple) else (features,)
+  return Projection(features, axes, num_in, bias, cfg.dtype, cfg.param_dtype, name=name)
 
 
 class Attention(nn.Module):
@@ -168,9 +208,9 @@ class Attention(nn.Module):
     cfg = self.cfg
     b, s, _ = x.shape
     h, g, k = cfg.num_heads, cfg.num_kv_heads, cfg.head_width
-    q = _dense(cfg, (h, k), "q_proj", cfg.qkv_bias)(x)  # [B, S, H, K]
-    key = _dense(cfg, (g, k), "k_proj", cfg.qkv_bias)(x)  # [B, S, G, K]
-    value = _dense(cfg, (g, k), "v_proj", cfg.qkv_bias)(x)
+    q = _dense(cfg, (h, k), "q_proj", cfg.qkv_bias, Q_AXES)(x)  # [B, S, H, K]
+    key = _dense(cfg, (g, k), "k_proj", cfg.qkv_bias, KV_AXES)(x)  # [B, S, G, K]
+    value = _dense(cfg, (g, k), "v_proj", cfg.qkv_bias, KV_AXES)(x)
     if cfg.qk_norm == "head":
       q = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="q_norm")(q)
       key = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="k_norm")(key)
@@ -190,7 +230,8 @@ class Attention(nn.Module):
       key, value, k_pos = update_cache(self, cfg.max_len, positions, key=key, value=value)
     out = attend(q, key, value, positions, k_pos, 1 / math.sqrt(k), cfg.sliding_window,
                  cfg.dtype)
-    return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, axis=(-2, -1))(out)
+    return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, ("heads", "head_dim", "embed"),
+                  num_in=2)(out)
 
 
 class LatentAttention(nn.Module):
@@ -210,12 +251,12 @@ class LatentAttention(nn.Module):
     cfg = self.cfg
     h, n, r, kv = cfg.num_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
     if cfg.q_lora_rank:
-      cq = _dense(cfg, cfg.q_lora_rank, "q_a_proj", cfg.qkv_bias)(x)
+      cq = _dense(cfg, cfg.q_lora_rank, "q_a_proj", cfg.qkv_bias, ("embed", "latent"))(x)
       cq = RMSNorm(1e-6, cfg.param_dtype, name="q_a_norm")(cq)
-      q = _dense(cfg, (h, n + r), "q_b_proj", False)(cq)
+      q = _dense(cfg, (h, n + r), "q_b_proj", False, ("latent", "heads", "head_dim"))(cq)
     else:
-      q = _dense(cfg, (h, n + r), "q_proj", False)(x)  # [B, S, H, n + r]
-    ckv = _dense(cfg, cfg.kv_lora_rank + r, "kv_a_proj", cfg.qkv_bias)(x)
+      q = _dense(cfg, (h, n + r), "q_proj", False, Q_AXES)(x)  # [B, S, H, n + r]
+    ckv = _dense(cfg, cfg.kv_lora_rank + r, "kv_a_proj", cfg.qkv_bias, ("embed", "latent"))(x)
     latent = RMSNorm(1e-6, cfg.param_dtype, name="kv_a_norm")(ckv[..., :cfg.kv_lora_rank])
     inv_freq, rscale = rope_frequencies(cfg, r)
     rot = lambda t: rope(t, positions, cfg.rope_theta, interleave=cfg.rope_interleave,
@@ -226,7 +267,8 @@ class LatentAttention(nn.Module):
     if self.decode:
       latent, k_rope, k_pos = update_cache(self, cfg.max_len, positions, latent=latent,
                                            key_rope=k_rope)
-    kvh = _dense(cfg, (h, n + kv), "kv_b_proj", False)(latent)  # [B, L, H, n + Kv]
+    kvh = _dense(cfg, (h, n + kv), "kv_b_proj", False,
+                 ("latent", "heads", "head_dim"))(latent)  # [B, L, H, n + Kv]
     key = jnp.concatenate(
         [kvh[..., :n], jnp.broadcast_to(k_rope[:, :, None], kvh.shape[:3] + (r,))], axis=-1)
     scale = 1 / math.sqrt(n + r)
@@ -234,7 +276,8 @@ class LatentAttention(nn.Module):
       p = dict(cfg.rope_scaling)
       scale *= yarn_mscale(float(p["factor"]), float(p["mscale_all_dim"])) ** 2
     out = attend(q, key, kvh[..., n:], positions, k_pos, scale, cfg.sliding_window, cfg.dtype)
-    return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, axis=(-2, -1))(out)
+    return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, ("heads", "head_dim", "embed"),
+                  num_in=2)(out)
 
 
 class Block(nn.Module):
@@ -254,7 +297,7 @@ class Block(nn.Module):
               name="moe")(y, deterministic=deterministic)
     else:
       y = MlpBlock(cfg.d_ff, cfg.activation, cfg.dtype, cfg.param_dtype, name="mlp")(y)
-    return x + y
+    return nn.with_logical_constraint(x + y, BSD)
 
 
 class MoELM(nn.Module):
@@ -269,8 +312,10 @@ class MoELM(nn.Module):
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=nn.initializers.normal(1.0), name="embed")
-    x = embed(tokens)
+                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                                 ("vocab", "embed")),
+                     name="embed")
+    x = nn.with_logical_constraint(embed(tokens), BSD)
     moe_ids = set(cfg.moe_layer_ids())
     for i in range(cfg.num_layers):
       x = Block(cfg, i in moe_ids, self.decode, name=f"layer_{i}")(x, positions, deterministic)
@@ -280,9 +325,10 @@ class MoELM(nn.Module):
       if cfg.scale_tied_logits:
         logits = logits / jnp.sqrt(cfg.d_model)
       if cfg.lm_head_bias:
-        logits = logits + self.param("lm_head_bias", nn.initializers.zeros, (cfg.vocab_size,),
-                                     cfg.param_dtype)
+        logits = logits + self.param(
+            "lm_head_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+            (cfg.vocab_size,), cfg.param_dtype)
     else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=cfg.lm_head_bias, dtype=cfg.dtype,
-                        param_dtype=cfg.param_dtype, name="lm_head")(x)
-    return logits.astype(jnp.float32)
+      logits = _dense(cfg, cfg.vocab_size, "lm_head", cfg.lm_head_bias, ("embed", "vocab"))(x)
+    return nn.with_logical_constraint(logits.astype(jnp.float32),
+                                      ("batch", "length", "act_vocab"))

@@ -12,6 +12,11 @@ is MMoE's protocol with p = p_within. The latent x is what a recommender sees th
 features (x's first coordinates, given to the model as they are) and categorical fields whose ids carry a
 hidden N(0, I_k) vector each (the model sees only the ids and must learn embeddings). Binary label:
 label_t = [y_t > the (1 - rate_t) quantile of y_t], so task t has positive rate rate_t exactly.
+
+Dense feature form (`dense_form`): "standard" hands the model the latent coordinates z_j ~ N(0, 1);
+"lognormal" hands it s_j * exp(z_j), as raw statistics in a log arrive (counts, durations in ms):
+non-negative, heavy-tailed, with per-feature scales s_j log-spaced over [1, dense_scale_max] (assigned
+to features in random order). The labels are the same functions of z in both forms.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from moe_jax.utils.errors import check_positive, require
+from moe_jax.utils.errors import check_choice, check_positive, require
+
+DENSE_FORMS = ("standard", "lognormal")
 
 
 def task_directions(rng: np.random.Generator, dim: int, groups: Sequence[int], p_within: float,
@@ -40,7 +47,8 @@ def task_directions(rng: np.random.Generator, dim: int, groups: Sequence[int], p
 def make_synthetic(*, num_rows: int, groups: Sequence[int], positive_rates: Sequence[float],
                    p_within: float, p_across: float, num_dense: int,
                    vocab_sizes: Sequence[int], latent_per_field: int, scale: float = 1.0,
-                   num_sines: int = 5, noise: float = 0.5, seed: int = 0) -> dict:
+                   num_sines: int = 5, noise: float = 0.5, dense_form: str = "standard",
+                   dense_scale_max: float = 1.0, seed: int = 0) -> dict:
   """Draws one data set.
 
   Returns a dict of numpy arrays: sparse int32 [N, F] (field 0 is the user id, used by GAUC),
@@ -51,6 +59,9 @@ def make_synthetic(*, num_rows: int, groups: Sequence[int], positive_rates: Sequ
           f"{len(positive_rates)} rates for {len(groups)} tasks", "give one rate per task")
   require(all(0 < r < 1 for r in positive_rates), "data.positive_rates",
           f"rates must lie in (0, 1), got {list(positive_rates)}", "use rates such as 0.3 .. 0.005")
+  check_choice("data.dense_form", dense_form, DENSE_FORMS)
+  require(dense_scale_max >= 1.0, "data.dense_scale_max", f"got {dense_scale_max}",
+          "use 1 (one scale) or more (scales log-spaced over [1, dense_scale_max])")
   rng = np.random.default_rng(seed)
   dense = rng.standard_normal((num_rows, num_dense))
   tables = [rng.standard_normal((v, latent_per_field)) for v in vocab_sizes]
@@ -61,6 +72,9 @@ def make_synthetic(*, num_rows: int, groups: Sequence[int], positive_rates: Sequ
   s = latent @ w.T  # [N, T]
   y = s + np.sin(s[..., None] * alpha + beta).sum(-1) + noise * rng.standard_normal(s.shape)
   thresholds = np.array([np.quantile(y[:, t], 1.0 - r) for t, r in enumerate(positive_rates)])
+  if dense_form == "lognormal":  # drawn last: latent, labels and ids equal the "standard" draw
+    scales = np.logspace(0.0, np.log10(dense_scale_max), num_dense)[rng.permutation(num_dense)]
+    dense = scales * np.exp(dense)
   return {"sparse": sparse.astype(np.int32), "dense": dense.astype(np.float32),
           "labels": (y > thresholds).astype(np.float32), "scores": y.astype(np.float32)}
 

@@ -11,10 +11,12 @@ import numpy as np
 from moe_jax.data.iterator import WindowIterator
 from moe_jax.models.config import LMConfig
 from moe_jax.models.lm import MoELM
+from moe_jax.parallel import expert_parallel, hosts, partitioning
+from moe_jax.parallel.config import ParallelConfig
 from moe_jax.train import trainer
 from moe_jax.train.checkpoint import Checkpointer
 from moe_jax.train.metrics import MetricWriter
-from moe_jax.utils.errors import section_fields
+from moe_jax.utils.errors import require, section_fields
 from moe_jax.utils.reporting import progress
 
 
@@ -45,9 +47,23 @@ def param_count(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def check_layout(model_cfg: LMConfig, cfg: TrainConfig, mesh, rules) -> None:
+  """Refuses at start-up, with the fix, batches or experts that do not fit the mesh."""
+  shards = partitioning.batch_shards(mesh, rules)
+  for name, size in (("train.batch_size", cfg.batch_size),
+                     ("train.eval_batch_size", cfg.eval_batch_size)):
+    require(size % shards == 0, name, f"{size} does not split over the {shards} batch shards "
+            f"of the mesh {dict(mesh.shape)}", f"use a multiple of {shards}")
+  with partitioning.use(mesh, rules):
+    parallel = expert_parallel.active_axes()
+  if parallel and model_cfg.moe_layer_ids():
+    expert_parallel.check(model_cfg.num_experts, model_cfg.router, cfg.batch_size,
+                          dict(mesh.shape), *parallel)
+
+
 def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
              eval_sets: dict[str, np.ndarray], workdir: str, *, until_step: int | None = None,
-             desc: str = "train") -> dict:
+             desc: str = "train", parallel: ParallelConfig = ParallelConfig()) -> dict:
   """Trains (or resumes) an MoELM in `workdir`; returns its eval history and final metrics.
 
   Args:
@@ -57,11 +73,16 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
       as "all", over their union.
     workdir: checkpoints, metrics.jsonl and TensorBoard events go here.
     until_step: stop (with a checkpoint) after this step, as if the run were killed there.
+    parallel: the device mesh and the rules that shard parameters, optimizer state and batches
+      over it (checkpoints restore onto whatever mesh the run has now).
   """
+  mesh, rules = parallel.build()
+  check_layout(model_cfg, cfg, mesh, rules)
   model = MoELM(model_cfg)
   optimizer = trainer.make_optimizer(cfg.lr, cfg.warmup_steps, cfg.num_steps, cfg.weight_decay,
                                      cfg.grad_clip)
-  state = trainer.init_state(model, optimizer, jax.random.key(cfg.seed), cfg.seq_len)
+  shardings = trainer.state_shardings(model, optimizer, cfg.seq_len, mesh, rules)
+  state = trainer.init_state(model, optimizer, jax.random.key(cfg.seed), cfg.seq_len, shardings)
   data = WindowIterator(train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.save_every, cfg.keep)
   restored = ckpt.restore_latest(state)
@@ -69,8 +90,10 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
     state, data_state = restored
     data.restore(data_state)
   start = int(state.step)
-  step_fn = trainer.make_train_step(model, optimizer, cfg.bias_update_rate)
-  bpb_fn = trainer.make_eval_fn(model)
+  batch_sharding = partitioning.batch_sharding(mesh, rules)
+  step_fn = trainer.make_train_step(model, optimizer, cfg.bias_update_rate, shardings,
+                                    batch_sharding)
+  bpb_fn = trainer.make_eval_fn(model, batch_sharding)
   writer = MetricWriter(workdir)
   rng = jax.random.key(cfg.seed + 1)
   stop = min(cfg.num_steps, until_step or cfg.num_steps)
@@ -88,23 +111,29 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
 
   history, elapsed, tokens = [], 0.0, cfg.batch_size * cfg.seq_len
   bar = progress(total=stop, initial=start, desc=desc)
-  t0 = time.perf_counter()
-  for step in range(start, stop):
-    state, metrics = step_fn(state, next(data), jax.random.fold_in(rng, step))
-    done = step + 1
-    bar.update(1)
-    if done % cfg.log_every == 0 or done == stop:
-      metrics = jax.device_get(metrics)
-      now = time.perf_counter()
-      elapsed += now - t0
-      rate = tokens * cfg.log_every / max(now - t0, 1e-9) if done % cfg.log_every == 0 else 0.0
-      t0 = now
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{rate:.0f}")
-      writer.write(done, {**metrics, "tokens_per_second": rate})
-    if done % cfg.eval_every == 0 or done == cfg.num_steps:
-      history.append(evaluate(done, elapsed))
-      t0 = time.perf_counter()
-    ckpt.save(done, state, data.state(), force=done == stop)
+  t0, t0_step = time.perf_counter(), start  # train time excludes evaluation
+  with partitioning.use(mesh, rules):  # the step and eval functions trace on first call here
+    for step in range(start, stop):
+      batch = hosts.global_batch(next(data), batch_sharding, cfg.batch_size)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
+      done = step + 1
+      bar.update(1)
+      if done % cfg.log_every == 0 or done == stop:
+        metrics = jax.device_get(metrics)
+        now = time.perf_counter()
+        elapsed += now - t0
+        rate = tokens * (done - t0_step) / max(now - t0, 1e-9)
+        t0, t0_step = now, done
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{rate:.0f}")
+        writer.write(done, {**metrics, "tokens_per_second": rate})
+      if done % cfg.eval_every == 0 or done == cfg.num_steps:
+        jax.block_until_ready(state)
+        elapsed += time.perf_counter() - t0
+        history.append(evaluate(done, elapsed))
+        t0, t0_step = time.perf_counter(), done
+      ckpt.save(done, state, data.state(), force=done == stop)
+    if not history:  # resumed a finished run: report its final state
+      history.append(evaluate(int(state.step), elapsed))
   bar.close()
   ckpt.wait()
   ckpt.close()

@@ -10,14 +10,17 @@ import functools
 import math
 from typing import Any, Callable
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
+from jax.sharding import Mesh
 
 from moe_jax.layers.routers import aux_free_bias_update
+from moe_jax.parallel import hosts, partitioning
 
 LN2 = math.log(2.0)
 
@@ -39,12 +42,29 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay:
                      optax.adamw(schedule, b1=0.9, b2=b2, weight_decay=weight_decay))
 
 
-def init_state(model, optimizer, rng: jax.Array, seq_len: int) -> TrainState:
+def _boxed_state(model, optimizer, rng: jax.Array, seq_len: int) -> TrainState:
+  """The initial state with parameters and optimizer moments still in their logical boxes."""
   variables = model.init(rng, jnp.zeros((1, seq_len), jnp.int32))
   params = variables["params"]
   extra = {k: v for k, v in variables.items() if k not in ("params", "intermediates",
                                                            "aux_loss")}
   return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), extra)
+
+
+def state_shardings(model, optimizer, seq_len: int, mesh: Mesh, rules) -> TrainState:
+  """NamedShardings of every array of the train state, from the parameters' logical axes."""
+  abstract = jax.eval_shape(functools.partial(_boxed_state, model, optimizer, seq_len=seq_len),
+                            jax.random.key(0))
+  return partitioning.shardings(abstract, mesh, rules)
+
+
+def init_state(model, optimizer, rng: jax.Array, seq_len: int, shardings=None) -> TrainState:
+  """The initial train state; with `shardings` (`state_shardings`) every array is created
+  already sharded, with the same values on any mesh (JAX's random bits do not depend on it)."""
+  init = lambda r: nn.unbox(_boxed_state(model, optimizer, r, seq_len))
+  if shardings is None:
+    return init(rng)
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def _sum_leaves(tree) -> jax.Array:
@@ -88,17 +108,30 @@ def train_step(state: TrainState, batch, rng, *, model, optimizer, bias_rate: fl
   return TrainState(state.step + 1, params, opt_state, extra), metrics
 
 
-def make_train_step(model, optimizer, bias_rate: float = 1e-3) -> Callable:
-  return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer,
-                                   bias_rate=bias_rate), donate_argnums=0)
+def make_train_step(model, optimizer, bias_rate: float = 1e-3, shardings=None,
+                    batch_sharding=None) -> Callable:
+  """The jitted step; with `shardings` (of the state) the state keeps its layout across steps.
+
+  Trace it under `partitioning.use(mesh, rules)` so the model's logical constraints and its
+  expert-parallel MoE layers see the mesh.
+  """
+  step = functools.partial(train_step, model=model, optimizer=optimizer, bias_rate=bias_rate)
+  if shardings is None:
+    return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, in_shardings=(shardings, batch_sharding, None),
+                 out_shardings=(shardings, None), donate_argnums=0)
 
 
-def make_eval_fn(model) -> Callable:
-  """Returns bits_per_byte(state, windows[n, S+1], batch_size) -> float."""
+def make_eval_fn(model, batch_sharding=None) -> Callable:
+  """Returns bits_per_byte(state, windows[n, S+1], batch_size) -> float.
+
+  Every host passes all windows; with `batch_sharding` each feeds only its rows of a batch.
+  """
   @jax.jit
-  def row_nats(params, extra, batch):
+  def nats(params, extra, batch, num_valid):
     logits = model.apply({"params": params, **extra}, batch[:, :-1])
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]), -1)
+    rows = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]), -1)
+    return jnp.sum(jnp.where(jnp.arange(batch.shape[0]) < num_valid, rows, 0.0))
 
   def bits_per_byte(state: TrainState, windows: np.ndarray, batch_size: int) -> float:
     total = 0.0
@@ -107,7 +140,8 @@ def make_eval_fn(model) -> Callable:
       n = len(chunk)
       if n < batch_size:  # pad to keep one compiled shape; padded rows are not counted
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)])
-      total += float(jnp.sum(row_nats(state.params, state.extra, jnp.asarray(chunk))[:n]))
+      batch = hosts.global_batch(hosts.local_rows(chunk), batch_sharding, batch_size)
+      total += float(nats(state.params, state.extra, batch, n))
     return total / (windows.shape[0] * (windows.shape[1] - 1)) / LN2
 
   return bits_per_byte
