@@ -4,13 +4,9 @@ Run alone: python tests/ep_checks.py [seed]
 Prints one JSON object of measured values; the test module asserts on them.
 """
 import json
-import os
 import sys
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
+from check_utils import config_error  # first: it sets up the 8 devices before JAX starts
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
@@ -21,8 +17,6 @@ from moe_jax.parallel import partitioning
 from moe_jax.parallel.expert_parallel import (all_to_all_bytes, count_all_to_all,
                                               expert_param_bytes_per_device)
 from moe_jax.parallel.mesh import make_mesh
-
-from check_utils import config_error
 
 RULES = (("batch", ("data", "expert")), ("expert", "expert"))  # other logical axes: replicated
 

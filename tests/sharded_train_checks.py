@@ -1,18 +1,14 @@
-"""Sharded LM training checks on 8 simulated CPU devices; run by tests/test_sharded_training.py.
+"""Sharded LM training checks on 8 simulated CPU devices; run by tests/test_expert_parallel.py.
 
 Run alone: python tests/sharded_train_checks.py [seed]
 Prints one JSON object of measured values; the test module asserts on them.
 """
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
+from check_utils import config_error  # first: it sets up the 8 devices before JAX starts
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
@@ -25,8 +21,6 @@ from moe_jax.parallel.expert_parallel import (count_all_to_all,
 from moe_jax.train import trainer
 from moe_jax.train.checkpoint import Checkpointer
 from moe_jax.train.loop import TrainConfig, check_layout
-
-from check_utils import config_error
 
 CFG = LMConfig(vocab_size=256, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, d_ff=64,
                max_len=16, moe_layers="all", num_experts=8, top_k=2, expert_d_ff=32,
