@@ -15,7 +15,6 @@ Mixtral-8x7B layer (configs/mixtral_8x7b.py), bfloat16 activations for the latte
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from absl import app, flags
@@ -35,7 +34,8 @@ def measure(d, f, e, k, tokens_per_device, dtype, dispatch, devices):
   import jax.numpy as jnp
   from moe_jax.layers.moe import MoE
   from moe_jax.parallel import partitioning
-  from moe_jax.parallel.expert_parallel import all_to_all_bytes, count_all_to_all
+  from moe_jax.parallel.expert_parallel import (all_to_all_bytes, all_to_all_shapes,
+                                                count_all_to_all)
   from moe_jax.parallel.mesh import make_mesh
 
   layer = MoE(num_experts=e, top_k=k, d_ff=f, dispatch=dispatch, capacity_factor=1.25,
@@ -48,8 +48,7 @@ def measure(d, f, e, k, tokens_per_device, dtype, dispatch, devices):
   text = compiled.as_text()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  a2a_types = sorted({m for l in text.splitlines() if " all-to-all(" in l
-                      for m in re.findall(r"(\w+)\[", l.split("all-to-all(")[0])})
+  a2a_types = sorted({dtype for dtype, _ in all_to_all_shapes(text)})
   return {"all_to_alls": count_all_to_all(text), "a2a_dtypes": "/".join(a2a_types),
           "bytes_per_token": all_to_all_bytes(text) / tokens_per_device,
           "cost_bytes_accessed_per_token": float(cost.get("bytes accessed", float("nan"))) /

@@ -19,6 +19,7 @@ C = ceil(capacity_factor * T_l * K / E); "dropless" uses C = T_l, so nothing can
 """
 from __future__ import annotations
 
+import math
 import re
 
 import jax
@@ -142,25 +143,29 @@ def count_all_to_all(compiled_text: str) -> int:
 _DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1}
 
 
-def all_to_all_bytes(compiled_text: str) -> int:
-  """Bytes each device sends through all-to-alls in compiled HLO text (sum of their operands).
+def all_to_all_shapes(compiled_text: str) -> list[tuple[str, tuple[int, ...]]]:
+  """(element type, dims) of every array the all-to-alls in compiled HLO text send.
 
-  XLA's cost analysis has no per-collective byte count on every backend, so this reads the
-  result shapes of the all-to-all instructions (an all-to-all's result has its operand's size).
+  Read from the instructions' result shapes (an all-to-all's result has its operand's size).
   """
-  total = 0
+  out = []
   for line in compiled_text.splitlines():
     if " all-to-all(" not in line and " all-to-all-start(" not in line:
       continue
     shapes = re.findall(r"(\w+)\[([\d,]*)\]", line.split("=", 1)[1].split("all-to-all", 1)[0])
     if "all-to-all-start(" in line:  # async: (operand, result) tuple
       shapes = shapes[:1]
-    for dtype, dims in shapes:
-      size = _DTYPE_BYTES[dtype]
-      for dim in filter(None, dims.split(",")):
-        size *= int(dim)
-      total += size
-  return total
+    out += [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in shapes]
+  return out
+
+
+def all_to_all_bytes(compiled_text: str) -> int:
+  """Bytes each device sends through all-to-alls in compiled HLO text.
+
+  XLA's cost analysis has no per-collective byte count on every backend, hence the HLO reading.
+  """
+  return sum(_DTYPE_BYTES[dtype] * math.prod(dims)
+             for dtype, dims in all_to_all_shapes(compiled_text))
 
 
 def expert_param_bytes_per_device(expert_params) -> dict[str, int]:
