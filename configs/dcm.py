@@ -8,7 +8,8 @@ Feature Matching losses), plus the ablation with each DCM component off.
 
 Command (default preset, the documented reproduction):
   python -m experiments.dcm --config=configs/dcm.py --workdir=/tmp/dcm
-Presets: `quick` (the end-to-end test; compile-bound), `medium` (what was run), default.
+Presets: `quick` (the end-to-end test; compile-bound), `medium` (shorter, one distillation seed),
+default (the reproduction below).
 
 Deviations from the paper's code, for scale (also in the results header):
   - data and model: 8x16x16x1 pixel clips instead of VAE latents; unconditional (no text, no CFG;
@@ -23,21 +24,31 @@ Deviations from the paper's code, for scale (also in the results header):
   - the CM baseline interleaves semantic- and detail-phase batches in the same numbers as DCM's two
     stages (same budget, same phase ends) with one set of weights.
 
-Measured (medium preset; 2 CPU cores shared with other jobs at load 9-12: 35 min (seed 0), 30 min
-(seed 1)). At 4 steps, FD / temporal err / detail err:
-  seed 0: teacher-51 FD 36.6; teacher-4 53.3 / 0.092 / 0.82; CM 39.9 / 0.079 / 0.74;
-          DCM 50.3 / 0.091 / 0.35 (DCM without GAN 41.5 / 0.064 / 0.26).
-  seed 1: teacher-51 FD 27.7; teacher-4 67.7 / 0.100 / 0.83; CM 39.4 / 0.105 / 0.99;
-          DCM 28.8 / 0.074 / 0.58 (DCM without GAN 48.7 / 0.113 / 0.84).
-  DCM has the lower detail error in both seeds; on FD and temporal error it beats CM in seed 1 and
-  loses in seed 0 (2-seed means: FD 39.5 vs 39.7, temporal 0.082 vs 0.092), so the paper's FD /
-  temporal claim is not established at this scale, and the GAN term is the component that swings
-  it. The diagnosis reproduces in both seeds: the single student's CD loss and gradient norm are
-  ~15x and ~7x larger on the detail phase than on the semantic phase, and its semantic-phase loss
-  rises in joint training (1.8-2.0e-4 -> 6.4-7.0e-4) while DCM's own semantic expert lowers it
-  (0.8-1.1e-4).
-Default preset: not run in full on the shared machine (estimated 30-50 min on 2 free cores; the
-teacher's 4000 steps dominate).
+Measured, default preset (`--config=configs/dcm.py`; 18.8 min on 2 otherwise idle cores, peak
+memory 2.5 GB): one teacher, CM and DCM each distilled with 3 seeds (mean ± std). At 4 steps,
+FD / temporal err / detail err (FD classifier: digit acc 0.54, direction acc 0.72):
+  teacher, 51 steps: FD 55.6;  teacher, 4 steps: 151.1 / 0.100 / 0.85
+  CM:  50.9 ± 2.2 / 0.113 ± 0.004 / 0.85 ± 0.10
+  DCM: 52.6 ± 3.8 / 0.101 ± 0.013 / 0.35 ± 0.18
+  DCM - CM paired by seed: FD +1.7 (DCM lower in 1 of 3 seeds), temporal -0.012 (2 of 3),
+  detail -0.50 (3 of 3).
+  Ablation (seed 0, 4 steps; FD / temporal / detail): CM 53.8 / 0.114 / 0.71; DCM 47.2 / 0.118 /
+  0.57; - TC 47.8 / 0.116 / 0.43; - GAN 80.2 / 0.222 / 0.71; - FM 45.7 / 0.110 / 0.41; - GAN and
+  FM 80.7 / 0.210 / 1.06; full detail expert instead of LoRA 77.6 / 0.156 / 1.36; no expert
+  split (one student, all losses) 57.9 / 0.163 / 1.34.
+What reproduces: both few-step students approach the teacher (4-step FD ~51-53 against the
+teacher's 151 at 4 steps and 55.6 at 51 steps); DCM's detail error is lower than CM's in every
+seed (0.35 vs 0.85) and its temporal error lower on average (2 of 3 seeds); the GAN term is the
+component that matters most (without it FD 80), the LoRA detail expert beats a full one, and
+splitting the student beats one student with all losses. The paper's diagnosis reproduces: the
+single student's CD loss and gradient norm are ~15x and ~9x larger on the detail phase, joint
+training raises its semantic-phase loss (8.6e-5 at init -> 5.1e-4) while DCM's own semantic
+expert lowers it (1.1e-5). What does NOT reproduce at this scale: DCM's FD is not lower than CM's
+(+1.7 ± 3, lower in 1 of 3 seeds); 1- and 2-step DCM is worse than CM (the semantic expert is
+trained to reach the phase boundary, not s = 0, as in the paper, which reports 4 and 8 steps).
+Medium preset (one distillation seed; the whole pipeline with seeds 0 and 1, 30-35 min each on 2
+loaded cores): FD as seed-dependent (at 4 steps DCM 50.3 / 28.8 vs CM 39.9 / 39.4), detail error
+lower in both (0.35 / 0.58 vs 0.74 / 0.99).
 """
 from __future__ import annotations
 
@@ -81,6 +92,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.lr_semantic = 1e-4          # full fine-tunes (semantic expert, CM, full detail expert)
   c.lr_detail = 5e-4            # LoRA detail expert
   c.lr_discriminator = 1e-3
+  c.student_seeds = 3           # CM and DCM are distilled with this many seeds (one teacher)
   c.lora_rank = 8
   c.lora_alpha = 16.0
   c.disc_hidden = 64
@@ -108,7 +120,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.width, c.depth, c.heads, c.feature_stride = 16, 1, 2, 1
     c.euler_steps, c.boundary_index = 10, 8
     c.teacher_steps, c.teacher_batch = 10, 8
-    c.batch, c.semantic_steps, c.detail_steps = 4, 3, 3
+    c.batch, c.semantic_steps, c.detail_steps, c.student_seeds = 4, 3, 3, 2
     c.lora_rank, c.lora_alpha = 2, 4.0
     c.disc_hidden, c.disc_groups = 8, 2
     c.ablations = ("no_tc",)
@@ -117,7 +129,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   elif preset == "medium":
     c.n_train = 3000
     c.teacher_steps = 1500
-    c.semantic_steps, c.detail_steps = 300, 200
+    c.semantic_steps, c.detail_steps, c.student_seeds = 300, 200, 1
     c.classifier_steps = 400
     c.n_eval = 256
   return c

@@ -3,8 +3,9 @@
   python -m experiments.dcm --config=configs/dcm.py[:quick|:medium] --workdir=DIR
 
 Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, temporal_err,
-detail_err}}}, "ablation": ..., "per_timestep": ...}), DIR/results.md, samples.png, samples.gif,
-per_timestep.png and training.png.
+detail_err}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the mean over
+`student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside it),
+DIR/results.md, samples.png, samples.gif, per_timestep.png and training.png.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ ABLATION_LABELS = {
 
 def _check(c) -> None:
   for field in ("frames", "size", "n_train", "n_test", "teacher_steps", "batch", "n_eval",
-                "semantic_steps", "detail_steps", "lora_rank", "classifier_steps", "diag_batch"):
+                "semantic_steps", "detail_steps", "lora_rank", "classifier_steps", "diag_batch",
+                "student_seeds"):
     check_positive(field, c[field])
   require(c.size % c.patch == 0, "patch", f"{c.patch} does not divide size {c.size}",
           "use a patch size that divides the canvas")
@@ -128,49 +130,52 @@ class Run:
     return {SEMANTIC: distill.PhaseLosses(tc_weight=c.tc_weight if v.tc else 0.0, **common),
             DETAIL: distill.PhaseLosses(gan=v.gan, fm=v.fm, **common)}
 
-  def _disc(self, v: Variant):
+  def _disc(self, v: Variant, seed: int):
     if not v.gan:
       return None
     taps = self.teacher.features(self.teacher_params, self.x1, self.s1)
     return distill.DiscriminatorState(
-        apply=self.disc_apply, params=self.disc_module.init(jax.random.PRNGKey(self.c.seed), taps),
+        apply=self.disc_apply, params=self.disc_module.init(jax.random.PRNGKey(seed), taps),
         opt=distill.make_optimizer(self.c.lr_discriminator, b1=0.0))
 
-  def _distill(self, name, plan, students, v: Variant, seed):
+  def _distill(self, name, plan, students, v: Variant, seed: int, disc_seed: int = 0):
     self.histories[name] = distill.distill(
         plan, students, self._losses(v), self.teacher, self.teacher_params, self.schedule,
-        self.data, batch=self.c.batch, seed=seed, disc=self._disc(v) if DETAIL in plan else None,
-        desc=name)
+        self.data, batch=self.c.batch, seed=seed,
+        disc=self._disc(v, disc_seed) if DETAIL in plan else None, desc=name)
 
   def full_student(self, params, lr):
     return distill.Student(self.full_apply, params, {}, distill.make_optimizer(lr))
 
-  def _semantic_expert(self, v: Variant):
+  def _semantic_expert(self, v: Variant, seed: int, tag: str):
     """Stage 1 (full fine-tune from the teacher on the high-noise phase), shared by variants."""
-    if v.tc not in self._semantic_cache:
+    if (v.tc, seed) not in self._semantic_cache:
       st = self.full_student(self.teacher_params, self.c.lr_semantic)
-      self._distill(f"semantic expert (tc={v.tc})", [SEMANTIC] * self.c.semantic_steps,
-                    {SEMANTIC: st}, v, self.c.seed + 1)
-      self._semantic_cache[v.tc] = st
-    return self._semantic_cache[v.tc]
+      self._distill(f"semantic expert (tc={v.tc}){tag}", [SEMANTIC] * self.c.semantic_steps,
+                    {SEMANTIC: st}, v, seed + 1)
+      self._semantic_cache[v.tc, seed] = st
+    return self._semantic_cache[v.tc, seed]
 
-  def train(self, name: str):
-    """Trains one variant; returns (semantic, detail) students (one object twice if unsplit)."""
+  def train(self, name: str, rep: int = 0):
+    """Trains one variant with distillation seed `rep` (the teacher is shared); returns
+    (semantic, detail) students (one object twice if unsplit)."""
     c, v = self.c, VARIANTS[name]
+    seed, tag = c.seed + 10 * rep, f" #{rep}" if rep else ""
     if not v.split:
       st = self.full_student(self.teacher_params, c.lr_semantic)
       plan = [SEMANTIC] * c.semantic_steps + [DETAIL] * c.detail_steps
-      np.random.default_rng(c.seed + 3).shuffle(plan)
-      self._distill(name, plan, {SEMANTIC: st, DETAIL: st}, v, c.seed + 2)
+      np.random.default_rng(seed + 3).shuffle(plan)
+      self._distill(name + tag, plan, {SEMANTIC: st, DETAIL: st}, v, seed + 2, seed)
       return st, st
-    sem = self._semantic_expert(v)
+    sem = self._semantic_expert(v, seed, tag)
     if v.form == "lora":
       trainable, frozen = experts.init_detail_expert(
-          self.lora_model, sem.trainable, jax.random.PRNGKey(c.seed + 4), self.x1, self.s1)
+          self.lora_model, sem.trainable, jax.random.PRNGKey(seed + 4), self.x1, self.s1)
       det = distill.Student(self.lora_apply, trainable, frozen, distill.make_optimizer(c.lr_detail))
     else:
       det = self.full_student(sem.trainable, c.lr_semantic)
-    self._distill(f"{name} detail expert", [DETAIL] * c.detail_steps, {DETAIL: det}, v, c.seed + 2)
+    self._distill(f"{name} detail expert{tag}", [DETAIL] * c.detail_steps, {DETAIL: det}, v,
+                  seed + 2, seed)
     return sem, det
 
   def velocity(self, sem, det):
@@ -222,18 +227,24 @@ def main(_):
   stats = lambda st: distill.per_timestep_stats(st, run.teacher, run.teacher_params, sched, diag_x0,
                                                 c.seed, c.huber_c)
   curves = {"CM at init (= teacher)": stats(teacher_st)}
-  trained = {}
-  for name in ["cm", "dcm"] + list(c.ablations):
-    trained[name] = run.train(name)
-    velocity = run.velocity(*trained[name])
-    if name in ("cm", "dcm"):
+  trained, per_seed = {}, {"cm": [], "dcm": []}
+  for rep in range(c.student_seeds):  # CM and DCM with each distillation seed, one teacher
+    for name in ("cm", "dcm"):
+      pair = run.train(name, rep)
+      trained.setdefault(name, pair)
+      velocity, scores = run.velocity(*pair), {}
       for steps in c.eval_steps:
-        results["methods"][name][str(steps)], x = evaluate(velocity, steps)
-        if steps == c.ablation_steps:
+        scores[str(steps)], x = evaluate(velocity, steps)
+        if rep == 0 and steps == c.ablation_steps:
           samples[f"{name} {steps}"] = x
-      results["ablation"][name] = results["methods"][name][str(c.ablation_steps)]
-    else:
-      results["ablation"][name], _ = evaluate(velocity, c.ablation_steps)
+      per_seed[name].append(scores)
+  for name, runs in per_seed.items():
+    results["methods"][name] = {steps: _seed_summary([r[steps] for r in runs])
+                                for steps in runs[0]}
+    results["ablation"][name] = runs[0][str(c.ablation_steps)]  # the ablations' own seed
+  for name in c.ablations:
+    trained[name] = run.train(name)
+    results["ablation"][name], _ = evaluate(run.velocity(*trained[name]), c.ablation_steps)
   curves["CM after distillation"] = stats(trained["cm"][0])
   sem_curve, det_curve = (stats(st) for st in trained["dcm"])
   mask = sched.sigmas > sched.boundary_sigma
@@ -268,6 +279,16 @@ def main(_):
   write_results(workdir, results, _markdown(c, results, full_steps))
 
 
+def _seed_summary(runs: list[dict]) -> dict:
+  """Per-metric mean over distillation seeds, with `<metric>_std` and `<metric>_per_seed`."""
+  out = {}
+  for key in runs[0]:
+    values = [float(r[key]) for r in runs]
+    out.update({key: float(np.mean(values)), f"{key}_std": float(np.std(values)),
+                f"{key}_per_seed": values})
+  return out
+
+
 def _markdown(c, r, full_steps) -> str:
   m = r["methods"]
   header = (
@@ -280,13 +301,25 @@ def _markdown(c, r, full_steps) -> str:
       f"construction). FD in the features of a video classifier (test digit acc "
       f"{r['classifier_test_acc']['digit_acc']:.2f}, direction acc "
       f"{r['classifier_test_acc']['direction_acc']:.2f}) against {c.n_test} held-out real clips; "
-      f"{c.n_eval} samples per row. Scale deviations from the paper's code: pixel clips instead "
-      f"of VAE latents, no text / CFG, a width-{c.width} DiT, LoRA r={c.lora_rank}, learning rates "
-      f"{c.lr_semantic:g}/{c.lr_detail:g}/{c.lr_discriminator:g} (paper 1e-6/5e-6/1e-5) and "
+      f"{c.n_eval} samples per row; CM and DCM: mean ± std over {c.student_seeds} "
+      f"distillation seeds on one teacher. Scale deviations from the paper's code: pixel clips "
+      f"instead of VAE latents, no text / CFG, a width-{c.width} DiT, LoRA r={c.lora_rank}, "
+      f"learning rates {c.lr_semantic:g}/{c.lr_detail:g}/{c.lr_discriminator:g} (paper "
+      f"1e-6/5e-6/1e-5) and "
       f"hundreds instead of 1500 + 1000 steps; lower is better in every column.\n")
-  rows = [(name, steps, *(m[name][steps][k] for k in ("fd", "temporal_err", "detail_err")))
+  keys = ("fd", "temporal_err", "detail_err")
+  cell = lambda v, k: (f"{v[k]:.4g} ± {v[k + '_std']:.2g}" if k + "_std" in v else f"{v[k]:.4g}")
+  rows = [(name, steps, *(cell(m[name][steps], k) for k in keys))
           for name in ("teacher", "cm", "dcm") for steps in m[name]]
   main_t = markdown_table(["method", "steps", "FD", "temporal err", "detail err"], rows)
+  n = c.student_seeds
+  wins = []
+  for steps in m["dcm"]:
+    diff = {k: np.subtract(m["dcm"][steps][k + "_per_seed"], m["cm"][steps][k + "_per_seed"])
+            for k in keys}
+    wins.append((steps, *(f"{d.mean():+.4g} ({int((d < 0).sum())}/{n})" for d in diff.values())))
+  wins_t = markdown_table(["DCM - CM, paired by seed", "FD (DCM lower in)",
+                           "temporal err (DCM lower in)", "detail err (DCM lower in)"], wins)
   abl = [(ABLATION_LABELS[k], *(v[x] for x in ("fd", "temporal_err", "detail_err")))
          for k, v in r["ablation"].items()]
   abl_t = markdown_table([f"variant ({c.ablation_steps} steps)", "FD", "temporal err",
@@ -307,7 +340,9 @@ def _markdown(c, r, full_steps) -> str:
                          [(k, *v) for k, v in r["paper_vbench_total_quality_semantic"].items()],
                          floatfmt=".2f")
   fig3 = ", ".join(f"{k} {v}" for k, v in r["paper_fig3_vbench"].items())
-  return "\n\n".join([header, main_t, "Ablation (each DCM component off):", abl_t,
+  return "\n\n".join([header, main_t, wins_t,
+                      f"Ablation (each DCM component off; distillation seed 0, "
+                      f"{c.ablation_steps} steps):", abl_t,
                       "Per-phase dynamics of the single-expert CM (see per_timestep.png):", diag,
                       curve_t,
                       "Paper figures, for direction (higher VBench is better; ours: lower is "

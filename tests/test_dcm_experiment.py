@@ -30,9 +30,14 @@ def test_quick_preset_end_to_end(tmp_path):
   for method in ("teacher", "cm", "dcm"):
     for steps in ("1", "2", "4"):
       assert set(results["methods"][method][steps]) >= {"fd", "temporal_err", "detail_err"}
+  for method in ("cm", "dcm"):  # two distillation seeds in the quick preset
+    four = results["methods"][method]["4"]
+    assert len(four["fd_per_seed"]) == 2
+    assert four["fd"] == pytest.approx(sum(four["fd_per_seed"]) / 2)
   assert str(results["teacher_steps"]) in results["methods"]["teacher"]
   assert set(results["ablation"]) >= {"cm", "dcm", "no_tc"}
   assert len(results["per_timestep"]["CM at init (= teacher)"]["loss"]) == 10
-  assert "| method | steps |" in (tmp_path / "results.md").read_text()
+  markdown = (tmp_path / "results.md").read_text()
+  assert "| method | steps |" in markdown and "DCM - CM, paired by seed" in markdown
   for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif"):
     assert (tmp_path / name).stat().st_size > 0

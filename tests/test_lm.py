@@ -68,16 +68,36 @@ def _np_attention(x, p, cfg):
   return np.einsum("bshk,hkd->bsd", out, p["o_proj"]["kernel"])
 
 
-def test_attention_matches_numpy():
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_attention_matches_numpy(blocks):
   from moe_jax.models.lm import Attention
   cfg = TINY
-  x = np.random.default_rng(4).normal(size=(2, 9, cfg.d_model))
+  x = np.random.default_rng(4 + blocks).normal(size=(2, 9, cfg.d_model))
   attn = Attention(cfg)
   pos = jnp.broadcast_to(jnp.arange(9), (2, 9))
   params = nn.unbox(attn.init(jax.random.key(5), jnp.asarray(x, jnp.float32), pos))["params"]
-  got = attn.apply({"params": params}, jnp.asarray(x, jnp.float32), pos)
+  got = attn.apply({"params": params}, jnp.asarray(x, jnp.float32), pos, blocks)
   want = _np_attention(x, jax.tree.map(lambda a: np.asarray(a, np.float64), params), cfg)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("attention,window", [("gqa", 0), ("gqa", 5), ("mla", 0)])
+def test_causal_blocks_change_nothing_but_speed(attention, window):
+  """Skipping the masked key blocks gives the same logits and gradients as one block."""
+  cfg = dataclasses.replace(TINY, attention=attention, sliding_window=window, kv_lora_rank=8,
+                            qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8)
+  tokens = jax.random.randint(jax.random.key(11), (2, 12), 0, cfg.vocab_size)
+  params = nn.unbox(MoELM(cfg).init(jax.random.key(12), tokens))["params"]
+
+  def loss_and_grads(blocks):
+    model = MoELM(dataclasses.replace(cfg, causal_blocks=blocks))
+    f = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, tokens)))
+    return jax.value_and_grad(f)(params)
+
+  (want, want_g), (got, got_g) = loss_and_grads(1), loss_and_grads(4)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got_g,
+               want_g)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +160,7 @@ def test_greedy_generation_equals_argmax_loop_without_cache(tiny_model):
     (dict(activation="tanh"), "activation"),
     (dict(moe_layers=(7,)), "moe_layers"),
     (dict(dtype="float8"), "dtype"),
+    (dict(causal_blocks=0), "causal_blocks"),
 ])
 def test_bad_config_names_the_field(change, field):
   with pytest.raises(ConfigError, match=f"^{field}:"):

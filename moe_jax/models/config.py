@@ -50,6 +50,8 @@ class LMConfig:
     scale_tied_logits: tied logits are divided by sqrt(d_model) (this repo's training default);
       Hugging Face models do not scale.
     router_jitter_eps: the sparsemixer router's mask threshold (PhiMoE's router_jitter_noise).
+  `causal_blocks`: query blocks of causal self-attention over default positions without a cache
+  (training, scoring); each block skips the fully masked keys after it. Speed only.
   """
   vocab_size: int = 256
   d_model: int = 256
@@ -88,6 +90,7 @@ class LMConfig:
   qk_norm: str = "none"
   clip_qkv: float = 0.0
   sliding_window: int = 0
+  causal_blocks: int = 1
   rope_interleave: bool = False
   rope_type: str = "default"
   rope_scaling: tuple = ()
@@ -104,7 +107,7 @@ class LMConfig:
 
   def __post_init__(self):
     for field in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff",
-                  "max_len"):
+                  "max_len", "causal_blocks"):
       check_positive(field, getattr(self, field))
     if self.head_dim is None:
       require(self.d_model % self.num_heads == 0, "num_heads",

@@ -116,12 +116,21 @@ def rope(x: jax.Array, positions: jax.Array, theta: float, *, interleave: bool =
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array, k_pos: jax.Array,
-           scale: float, window: int, dtype) -> jax.Array:
+           scale: float, window: int, dtype, blocks: int = 1) -> jax.Array:
   """Causal softmax attention: q[B, S, H, K], k[B, L, G, K], v[B, L, G, Kv] -> [B, S, H, Kv].
 
   Query head h reads key/value head h // (H / G) (grouped-query attention, Ainslie et al.
   2023). Key l is visible to query s when 0 <= pos_l <= pos_s (and pos_s - pos_l < window).
+  `blocks` > 1 (only for keys that are the queries themselves, positions increasing) splits the
+  queries into that many blocks; block i reads keys up to its own end, skipping the scores that
+  the mask would drop, (blocks - 1) / (2 blocks) of them.
   """
+  if blocks > 1:
+    n = q.shape[1] // blocks
+    return jnp.concatenate([
+        attend(q[:, i * n:(i + 1) * n], k[:, :(i + 1) * n], v[:, :(i + 1) * n],
+               q_pos[:, i * n:(i + 1) * n], k_pos[:, :(i + 1) * n], scale, window, dtype)
+        for i in range(blocks)], axis=1)
   b, s, h, kw = q.shape
   g = k.shape[2]
   mask = (k_pos[:, None, :] <= q_pos[:, :, None]) & (k_pos[:, None, :] >= 0)  # [B, S, L]
@@ -204,7 +213,7 @@ class Attention(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, positions: jax.Array, blocks: int = 1) -> jax.Array:
     cfg = self.cfg
     b, s, _ = x.shape
     h, g, k = cfg.num_heads, cfg.num_kv_heads, cfg.head_width
@@ -229,7 +238,7 @@ class Attention(nn.Module):
     if self.decode:
       key, value, k_pos = update_cache(self, cfg.max_len, positions, key=key, value=value)
     out = attend(q, key, value, positions, k_pos, 1 / math.sqrt(k), cfg.sliding_window,
-                 cfg.dtype)
+                 cfg.dtype, blocks)
     return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, ("heads", "head_dim", "embed"),
                   num_in=2)(out)
 
@@ -247,7 +256,7 @@ class LatentAttention(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, positions: jax.Array, blocks: int = 1) -> jax.Array:
     cfg = self.cfg
     h, n, r, kv = cfg.num_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
     if cfg.q_lora_rank:
@@ -275,7 +284,8 @@ class LatentAttention(nn.Module):
     if cfg.rope_type == "yarn" and dict(cfg.rope_scaling).get("mscale_all_dim"):
       p = dict(cfg.rope_scaling)
       scale *= yarn_mscale(float(p["factor"]), float(p["mscale_all_dim"])) ** 2
-    out = attend(q, key, kvh[..., n:], positions, k_pos, scale, cfg.sliding_window, cfg.dtype)
+    out = attend(q, key, kvh[..., n:], positions, k_pos, scale, cfg.sliding_window, cfg.dtype,
+                 blocks)
     return _dense(cfg, x.shape[-1], "o_proj", cfg.o_bias, ("heads", "head_dim", "embed"),
                   num_in=2)(out)
 
@@ -287,10 +297,11 @@ class Block(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x, positions, deterministic: bool = True):
+  def __call__(self, x, positions, deterministic: bool = True, attn_blocks: int = 1):
     cfg = self.cfg
     attn = LatentAttention if cfg.attention == "mla" else Attention
-    x = x + attn(cfg, self.decode, name="attn")(make_norm(cfg, "attn_norm")(x), positions)
+    x = x + attn(cfg, self.decode, name="attn")(make_norm(cfg, "attn_norm")(x), positions,
+                                                attn_blocks)
     y = make_norm(cfg, "ffn_norm")(x)
     if self.use_moe:
       y = MoE(**cfg.moe_kwargs(), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
@@ -309,8 +320,11 @@ class MoELM(nn.Module):
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
                deterministic: bool = True) -> jax.Array:
     cfg = self.cfg
-    if positions is None:
+    blocks = 1
+    if positions is None:  # keys = queries in order: causal attention may skip masked blocks
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+      if not self.decode and tokens.shape[1] % cfg.causal_blocks == 0:
+        blocks = cfg.causal_blocks
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
                                                                  ("vocab", "embed")),
@@ -318,7 +332,8 @@ class MoELM(nn.Module):
     x = nn.with_logical_constraint(embed(tokens), BSD)
     moe_ids = set(cfg.moe_layer_ids())
     for i in range(cfg.num_layers):
-      x = Block(cfg, i in moe_ids, self.decode, name=f"layer_{i}")(x, positions, deterministic)
+      x = Block(cfg, i in moe_ids, self.decode, name=f"layer_{i}")(x, positions, deterministic,
+                                                                   blocks)
     x = make_norm(cfg, "final_norm")(x)
     if cfg.tie_embeddings:
       logits = embed.attend(x)
