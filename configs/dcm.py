@@ -16,45 +16,58 @@ Deviations from the paper's code, for scale (also in the results header):
     the HunyuanVideo recipe also distils the conditional teacher without CFG); a 4-block DiT of
     width 48 with patch 4 instead of HunyuanVideo / Wan; the teacher is trained here.
   - flow shift 3 instead of 17 (17 is tuned to 720p latents; on 2k-dim clips it puts 45 of the 50
-    grid nodes above s = 0.9). The 50-step grid, the boundary index (38 of 50: the semantic expert
-    owns the top 12 nodes) and the phase ends follow the code; the boundary is s = 0.905 here.
+    grid nodes above s = 0.9). The 50-step grid and the phase ends follow the code. The phase
+    boundary is the paper's noise level, not its grid index: s = 0.98176 (node 38 of the shift-17
+    grid, set on 8x90x160x16 HunyuanVideo latents) carried to our 2,048-dim clips at equal
+    signal-to-noise per dimension (SD3 eq. 23, `schedule.resolution_equivalent_sigma`) is
+    s = 0.642, node 19 (s = 0.648) of our grid. The teacher's synthesis timeline agrees with the
+    paper's premise there: at s = 0.648 its clean-clip estimate has 0.970 layout and 0.955 motion
+    correlation with the final clip; at node 38 taken literally (s = 0.905, this config until
+    2026-11-26) only 0.74 / 0.74, so that "semantic" expert set almost none of the layout.
   - LoRA rank 8, alpha 16 (paper 128 / 256 on width 3072); discriminator heads of width 64.
   - learning rates 1e-4 (full fine-tunes), 5e-4 (LoRA), 1e-3 (discriminator) instead of 1e-6,
     5e-6, 1e-5, and hundreds of steps instead of 1500 + 1000.
   - the CM baseline interleaves semantic- and detail-phase batches in the same numbers as DCM's two
     stages (same budget, same phase ends) with one set of weights.
 
-Measured, default preset (`--config=configs/dcm.py`; 18.8 min on 2 otherwise idle cores, peak
-memory 2.5 GB): one teacher, CM and DCM each distilled with 3 seeds (mean ± std). At 4 steps,
+Measured, default preset (`--config=configs/dcm.py`; 24.2 min on 2 otherwise idle cores, peak
+memory 2.5 GB): one teacher, CM and DCM each distilled with 5 seeds (mean ± std). At 4 steps,
 FD / temporal err / detail err (FD classifier: digit acc 0.54, direction acc 0.72):
-  teacher, 51 steps: FD 55.6;  teacher, 4 steps: 151.1 / 0.100 / 0.85
-  CM:  50.9 ± 2.2 / 0.113 ± 0.004 / 0.85 ± 0.10
-  DCM: 52.6 ± 3.8 / 0.101 ± 0.013 / 0.35 ± 0.18
-  DCM - CM paired by seed: FD +1.7 (DCM lower in 1 of 3 seeds), temporal -0.012 (2 of 3),
-  detail -0.50 (3 of 3).
-  Ablation (seed 0, 4 steps; FD / temporal / detail): CM 53.8 / 0.114 / 0.71; DCM 47.2 / 0.118 /
-  0.57; - TC 47.8 / 0.116 / 0.43; - GAN 80.2 / 0.222 / 0.71; - FM 45.7 / 0.110 / 0.41; - GAN and
-  FM 80.7 / 0.210 / 1.06; full detail expert instead of LoRA 77.6 / 0.156 / 1.36; no expert
-  split (one student, all losses) 57.9 / 0.163 / 1.34.
-Six distillation seeds (same teacher; `--config.student_seeds=6 "--config.ablations=()"`, 19.5
-min; seeds 0-2 repeat the rows above exactly): at 4 steps CM 51.9 ± 2.2 / 0.112 ± 0.009 / 0.81 ±
-0.15, DCM 49.2 ± 4.4 / 0.113 ± 0.018 / 0.47 ± 0.22; DCM - CM paired: FD -2.6 (sample std 7.0,
-lower in 4 of 6), temporal +0.001 (3 of 6), detail -0.34 (6 of 6).
-What reproduces: both few-step students approach the teacher (4-step FD ~51-53 against the
-teacher's 151 at 4 steps and 55.6 at 51 steps); DCM's detail error is lower than CM's in every
-seed (0.35 vs 0.85; 6 of 6 seeds in the longer run); the GAN term is the
-component that matters most (without it FD 80), the LoRA detail expert beats a full one, and
-splitting the student beats one student with all losses. The paper's diagnosis reproduces: the
-single student's CD loss and gradient norm are ~15x and ~9x larger on the detail phase, joint
-training raises its semantic-phase loss (8.6e-5 at init -> 5.1e-4) while DCM's own semantic
-expert lowers it (1.1e-5). What does NOT reproduce at this scale: DCM's FD and temporal error are
-not reliably lower than CM's: the paired differences are within seed noise (3 seeds: FD +1.7,
-lower in 1, temporal -0.012, lower in 2; 6 seeds: FD -2.6 ± 7.0, lower in 4, temporal a tie).
-1- and 2-step DCM is worse than CM (its semantic expert is trained to reach the phase boundary,
-not s = 0, as in the paper, which reports 4 and 8 steps).
-Medium preset (one distillation seed; the whole pipeline with seeds 0 and 1, 30-35 min each on 2
-loaded cores): FD as seed-dependent (at 4 steps DCM 50.3 / 28.8 vs CM 39.9 / 39.4), detail error
-lower in both (0.35 / 0.58 vs 0.74 / 0.99).
+  teacher, 51 steps: FD 55.6;  teacher, 4 steps: 103.7 / 0.042 / 0.55
+  CM:  48.7 ± 1.2 / 0.051 ± 0.004 / 0.50 ± 0.04
+  DCM: 48.5 ± 1.2 / 0.049 ± 0.004 / 0.34 ± 0.04
+  DCM - CM paired by seed (mean ± standard error): FD -0.13 ± 0.96 (DCM lower in 4 of 5),
+  temporal -0.0023 ± 0.0024 (4 of 5), detail -0.158 ± 0.028 (5 of 5).
+  At 2 steps (1 semantic + 1 detail) DCM is worse: FD 60.5 vs 54.6, temporal 0.049 vs 0.040.
+  Ablation (seed 0, 4 steps; FD / temporal / detail): CM 46.8 / 0.050 / 0.52; DCM 50.5 / 0.049 /
+  0.30; - TC 49.5 / 0.046 / 0.23; - GAN 48.9 / 0.065 / 0.58; - FM 51.6 / 0.052 / 0.33; - GAN and
+  FM 49.6 / 0.071 / 0.61; full detail expert instead of LoRA 47.7 / 0.044 / 0.40; no expert
+  split (one student, all losses) 47.9 / 0.046 / 0.44.
+Ten distillation seeds (same teacher; `--config.student_seeds=10 "--config.ablations=()"`, 27.8
+min; seeds 0-4 repeat the rows above exactly): at 4 steps CM 48.2 ± 1.1 / 0.051 ± 0.004 / 0.49 ±
+0.04, DCM 48.7 ± 2.4 / 0.050 ± 0.004 / 0.34 ± 0.07; DCM - CM paired: FD +0.48 ± 0.86 (lower in 7
+of 10, but 3.7 and 6.3 higher in two), temporal -0.0009 ± 0.0015 (7 of 10), detail -0.144 ± 0.026
+(9 of 10); at 2 steps FD +6.8 ± 1.5 and temporal +0.011 ± 0.002 (DCM worse in 10 of 10).
+With node 38 taken literally (`--config.boundary_index=38`; the previous default, 3 and 6
+seeds): at 4 steps FD +1.7 (3 seeds) and -2.6 ± 2.9 (6 seeds), temporal -0.012 and +0.001, detail
+-0.50 and -0.34 (lower in every seed); all students' temporal error was 0.10-0.12 there (the
+4-step path spent two steps above s = 0.9).
+What reproduces: the few-step students approach and pass the teacher on FD (48-49 at 4 steps
+against 104 for the teacher's own 4 steps and 55.6 for its 51); DCM's detail expert cuts the
+detail error in 9 of 10 seeds; within DCM the GAN term matters most (without it temporal /
+detail error 0.065 / 0.58 against 0.049 / 0.30); the CD loss and gradient norm of the single
+student are larger on the detail phase (6.4x and 2.6x at init in the per-timestep sweep), and
+DCM's own semantic expert reaches a lower semantic-phase loss than the shared CM student (5.5e-4
+vs 8.6e-4).
+What does NOT reproduce at this scale: DCM's lower FD and temporal error than CM at 4 steps. The
+paired differences are within their standard errors with either boundary (10 seeds: FD +0.5 ±
+0.9, temporal -0.0009 ± 0.0015), and at 1 and 2 steps DCM is clearly worse. Isolating the phases
+(a probe with the boundary at node 12, s = 0.486, seed 0) suggests where: the semantic expert
+lands the boundary state as well as CM or better (MSE to the teacher's 0.0034 vs 0.0036), but the
+separately trained detail expert, started from the teacher's exact boundary state, follows the
+teacher's path less closely than CM's jointly trained weights (temporal 0.016 for DCM's LoRA
+expert, 0.019 without GAN, 0.027 as a full copy, against CM's 0.009).
+Medium preset: not re-measured since the boundary moved.
 """
 from __future__ import annotations
 
@@ -82,10 +95,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.heads = 4
   c.mlp_ratio = 2
   c.feature_stride = 2          # D taps every 2nd block (code: discriminator_head_stride 2)
-  # Schedule: rectified flow, shifted 50-step Euler grid, phase split at grid index 38.
+  # Schedule: rectified flow, shifted 50-step Euler grid. Phase split at the grid node nearest the
+  # paper's boundary (s = 0.98176 on HunyuanVideo latents of 1,843,200 dims) carried to 2,048-dim
+  # clips at equal signal-to-noise per dimension: s = 0.642 -> node 19 (s = 0.648).
   c.shift = 3.0
   c.euler_steps = 50
-  c.boundary_index = 38
+  c.boundary_index = 19
   # Teacher.
   c.teacher_steps = 4000
   c.teacher_batch = 32
@@ -98,7 +113,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.lr_semantic = 1e-4          # full fine-tunes (semantic expert, CM, full detail expert)
   c.lr_detail = 5e-4            # LoRA detail expert
   c.lr_discriminator = 1e-3
-  c.student_seeds = 3           # CM and DCM are distilled with this many seeds (one teacher)
+  c.student_seeds = 5           # CM and DCM are distilled with this many seeds (one teacher)
   c.lora_rank = 8
   c.lora_alpha = 16.0
   c.disc_hidden = 64
@@ -120,11 +135,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval_steps = (1, 2, 4)
   c.ablation_steps = 4
   c.diag_batch = 32
+  c.timeline_pool = 4           # coarse layout = 4x4 average pool (synthesis timeline)
 
   if preset == "quick":
     c.n_train, c.n_test = 64, 32
     c.width, c.depth, c.heads, c.feature_stride = 16, 1, 2, 1
-    c.euler_steps, c.boundary_index = 10, 8
+    c.euler_steps, c.boundary_index = 10, 4
     c.teacher_steps, c.teacher_batch = 10, 8
     c.batch, c.semantic_steps, c.detail_steps, c.student_seeds = 4, 3, 3, 2
     c.lora_rank, c.lora_alpha = 2, 4.0

@@ -5,7 +5,7 @@
 Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, temporal_err,
 detail_err}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the mean over
 `student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside it),
-DIR/results.md, samples.png, samples.gif, per_timestep.png and training.png.
+DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and training.png.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from moe_jax.utils import cli
 from moe_jax.utils.errors import check_choice, check_positive, require
 from moe_jax.utils.reporting import markdown_table, write_results
 from moe_jax.video_diffusion import data as vdata
-from moe_jax.video_diffusion import distill, experts, metrics, plots
+from moe_jax.video_diffusion import distill, experts, metrics, plots, timeline
 from moe_jax.video_diffusion.dit import VideoDiT
 from moe_jax.video_diffusion.discriminator import Discriminator
 from moe_jax.video_diffusion.sampler import euler_sample
-from moe_jax.video_diffusion.schedule import DETAIL, SEMANTIC, FlowSchedule
+from moe_jax.video_diffusion.schedule import (DETAIL, SEMANTIC, FlowSchedule,
+                                              resolution_equivalent_sigma)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/dcm.py", "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/dcm", "Output directory.")
@@ -41,6 +42,9 @@ PAPER_VBENCH = {
     "CogVideoX PCM, 4 steps": (79.09, 80.33, 74.14),
     "CogVideoX DCM, 4 steps": (79.99, 81.35, 74.56),
 }
+# The HunyuanVideo recipe's phase boundary (sigmas_prev[38], shift 17) and the size of the latent it
+# was set on: 29 frames of 720x1280 through HunyuanVideo's VAE (4x time, 8x space, 16 channels).
+PAPER_BOUNDARY_SIGMA, PAPER_LATENT_DIMS = 0.98176, 8 * 90 * 160 * 16
 PAPER_FIG3 = {"VCM": 80.3, "SemE+VCM": 82.4, "VCM+DetE": 81.2, "SemE+DetE": 83.0}
 
 
@@ -74,10 +78,12 @@ ABLATION_LABELS = {
 def _check(c) -> None:
   for field in ("frames", "size", "n_train", "n_test", "teacher_steps", "batch", "n_eval",
                 "semantic_steps", "detail_steps", "lora_rank", "classifier_steps", "diag_batch",
-                "student_seeds"):
+                "student_seeds", "timeline_pool"):
     check_positive(field, c[field])
   require(c.size % c.patch == 0, "patch", f"{c.patch} does not divide size {c.size}",
           "use a patch size that divides the canvas")
+  require(c.size % c.timeline_pool == 0, "timeline_pool", f"{c.timeline_pool} does not divide "
+          f"size {c.size}", "use a divisor of the canvas size")
   require(c.width % c.heads == 0, "heads", f"{c.heads} does not divide width {c.width}",
           "use a head count that divides width")
   require(c.disc_hidden % c.disc_groups == 0, "disc_groups", "must divide disc_hidden",
@@ -203,7 +209,10 @@ def main(_):
                                        (c.n_eval, c.frames, c.size, c.size, 1)))
   teacher_st = run.full_student(run.teacher_params, c.lr_semantic)
   teacher_v = run.velocity(teacher_st, teacher_st)
-  reference = np.asarray(euler_sample(teacher_v, noise, sched.teacher_sigmas()))
+  reference, path = euler_sample(teacher_v, noise, sched.teacher_sigmas(), return_path=True)
+  reference = np.asarray(reference)
+  synthesis = timeline.synthesis_timeline(path, sched.teacher_sigmas(), c.timeline_pool)
+  del path
   full_steps = len(sched.teacher_sigmas()) - 1
 
   def evaluate(velocity, steps):
@@ -259,6 +268,7 @@ def main(_):
                           "mean_grad_norm": float(np.mean([h["grad_norm"] for h in rows]))}
 
   results.update({
+      "synthesis_timeline": synthesis,
       "per_timestep": {k: {"sigma": v[0], "loss": v[1], "grad_norm": v[2]}
                        for k, v in curves.items()},
       "cm_phase_stats": phase_stats, "classifier_test_acc": clf_acc,
@@ -266,6 +276,8 @@ def main(_):
       "trainable_params": {"teacher": experts.count_params(run.teacher_params),
                            "dcm_detail_expert": experts.count_params(trained["dcm"][1].trainable)},
       "boundary_sigma": sched.boundary_sigma, "teacher_steps": full_steps,
+      "paper_boundary_equivalent_sigma": float(resolution_equivalent_sigma(
+          PAPER_BOUNDARY_SIGMA, PAPER_LATENT_DIMS, c.frames * c.size * c.size)),
       "paper_vbench_total_quality_semantic": PAPER_VBENCH, "paper_fig3_vbench": PAPER_FIG3,
       "data": f"moving sklearn digits, {c.frames}x{c.size}x{c.size}x1, {c.n_train} train clips",
       "preset": c.preset, "runtime_s": time.time() - start})
@@ -273,6 +285,7 @@ def main(_):
   plots.sample_grid(workdir, "samples", samples)
   plots.sample_gif(workdir, "samples", samples)
   plots.per_timestep_plot(workdir, "per_timestep", curves, sched.boundary_sigma)
+  plots.timeline_plot(workdir, "synthesis_timeline", synthesis, sched.boundary_sigma)
   plots.training_curves(workdir, "training", {
       "teacher flow matching": run.teacher_losses,
       **{f"{k}: cd": [h["cd"] for h in v] for k, v in run.histories.items()}})
@@ -289,16 +302,23 @@ def _seed_summary(runs: list[dict]) -> dict:
   return out
 
 
+def _standard_error(d: np.ndarray) -> float:
+  """Standard error of the mean of paired differences (nan for a single seed)."""
+  return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
 def _markdown(c, r, full_steps) -> str:
   m = r["methods"]
   header = (
       f"# DCM on moving digits ({r['data']}; preset {c.preset}; {r['runtime_s'] / 60:.1f} min)\n\n"
       f"Tiny unconditional rectified-flow DiT teacher (flow shift {c.shift} instead of 17, "
       f"{c.euler_steps}-step Euler grid, boundary index {c.boundary_index} -> s = "
-      f"{r['boundary_sigma']:.3f}); students get {c.semantic_steps} semantic + {c.detail_steps} "
-      f"detail phase steps (batch {c.batch}); LoRA r={c.lora_rank}. Reference: the teacher's "
-      f"{full_steps}-step Euler sample from the same noise (its temporal/detail errors are 0 by "
-      f"construction). FD in the features of a video classifier (test digit acc "
+      f"{r['boundary_sigma']:.3f}; the paper's boundary s = {PAPER_BOUNDARY_SIGMA} on HunyuanVideo "
+      f"latents carried to this clip size at equal signal-to-noise per dimension (SD3 eq. 23): s = "
+      f"{r['paper_boundary_equivalent_sigma']:.3f}); students get {c.semantic_steps} semantic + "
+      f"{c.detail_steps} detail phase steps (batch {c.batch}); LoRA r={c.lora_rank}. Reference: "
+      f"the teacher's {full_steps}-step Euler sample from the same noise (its temporal/detail "
+      f"errors are 0 by construction). FD in the features of a video classifier (test digit acc "
       f"{r['classifier_test_acc']['digit_acc']:.2f}, direction acc "
       f"{r['classifier_test_acc']['direction_acc']:.2f}) against {c.n_test} held-out real clips; "
       f"{c.n_eval} samples per row; CM and DCM: mean ± std over {c.student_seeds} "
@@ -317,8 +337,9 @@ def _markdown(c, r, full_steps) -> str:
   for steps in m["dcm"]:
     diff = {k: np.subtract(m["dcm"][steps][k + "_per_seed"], m["cm"][steps][k + "_per_seed"])
             for k in keys}
-    wins.append((steps, *(f"{d.mean():+.4g} ({int((d < 0).sum())}/{n})" for d in diff.values())))
-  wins_t = markdown_table(["DCM - CM, paired by seed", "FD (DCM lower in)",
+    wins.append((steps, *(f"{d.mean():+.4g} ± {_standard_error(d):.2g} ({int((d < 0).sum())}/{n})"
+                          for d in diff.values())))
+  wins_t = markdown_table(["DCM - CM, paired by seed (mean ± standard error)", "FD (DCM lower in)",
                            "temporal err (DCM lower in)", "detail err (DCM lower in)"], wins)
   abl = [(ABLATION_LABELS[k], *(v[x] for x in ("fd", "temporal_err", "detail_err")))
          for k, v in r["ablation"].items()]
@@ -336,6 +357,13 @@ def _markdown(c, r, full_steps) -> str:
   curve_t = markdown_table(["per-timestep sweep, mean over grid nodes", "loss semantic phase",
                             "loss detail phase", "grad norm semantic", "grad norm detail"],
                            curve_rows, floatfmt=".2e")
+  tl = r["synthesis_timeline"]
+  nodes = sorted(set(range(0, len(tl["sigma"]), 5))
+                 | {int(np.argmin(np.abs(np.subtract(tl["sigma"], r["boundary_sigma"]))))})
+  tl_t = markdown_table(["teacher path: noise level s", "layout corr", "motion corr"],
+                        [(("-> " if abs(tl["sigma"][k] - r["boundary_sigma"]) < 1e-6 else "")
+                          + f"{tl['sigma'][k]:.3f}", tl["layout"][k], tl["motion"][k])
+                         for k in nodes], floatfmt=".3f")
   paper = markdown_table(["paper (VBench, Table 1)", "total", "quality", "semantic"],
                          [(k, *v) for k, v in r["paper_vbench_total_quality_semantic"].items()],
                          floatfmt=".2f")
@@ -345,6 +373,10 @@ def _markdown(c, r, full_steps) -> str:
                       f"{c.ablation_steps} steps):", abl_t,
                       "Per-phase dynamics of the single-expert CM (see per_timestep.png):", diag,
                       curve_t,
+                      "Synthesis timeline (synthesis_timeline.png): correlation of the teacher's "
+                      "clean-clip estimate x0_hat = x - s v at each node with its final sample, "
+                      f"{c.timeline_pool}x{c.timeline_pool}-pooled frames (layout) and frame "
+                      "differences (motion); -> marks the phase boundary:", tl_t,
                       "Paper figures, for direction (higher VBench is better; ours: lower is "
                       "better):",
                       paper, f"Paper Fig. 3 (VBench total, read off the chart): {fig3}."])

@@ -37,7 +37,12 @@ def test_quick_preset_end_to_end(tmp_path):
   assert str(results["teacher_steps"]) in results["methods"]["teacher"]
   assert set(results["ablation"]) >= {"cm", "dcm", "no_tc"}
   assert len(results["per_timestep"]["CM at init (= teacher)"]["loss"]) == 10
+  timeline = results["synthesis_timeline"]  # one entry per teacher step (10 grid nodes + 1)
+  assert len(timeline["sigma"]) == len(timeline["layout"]) == 11
+  assert timeline["layout"][-1] == pytest.approx(1.0)  # the last estimate is the sample itself
+  assert timeline["motion"][-1] == pytest.approx(1.0)
   markdown = (tmp_path / "results.md").read_text()
   assert "| method | steps |" in markdown and "DCM - CM, paired by seed" in markdown
-  for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif"):
+  for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif",
+               "synthesis_timeline.png"):
     assert (tmp_path / name).stat().st_size > 0

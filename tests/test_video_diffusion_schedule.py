@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from moe_jax.utils.errors import ConfigError
-from moe_jax.video_diffusion.schedule import DETAIL, SEMANTIC, FlowSchedule
+from moe_jax.video_diffusion.schedule import (DETAIL, SEMANTIC, FlowSchedule,
+                                              resolution_equivalent_sigma)
 
 
 def _shift(u, a):
@@ -54,6 +55,28 @@ def test_phase_split_routes_each_grid_node_to_its_expert(seed):
     assert routed == [False] * ((n + 1) // 2) + [True] * (n - (n + 1) // 2)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_resolution_equivalent_sigma_keeps_signal_to_noise_per_dimension(seed):
+  rng = np.random.default_rng(seed)
+  s = rng.uniform(0.01, 0.99, 16)
+  dims_from, dims_to = (int(d) for d in rng.integers(100, 10 ** 7, 2))
+  mapped = resolution_equivalent_sigma(s, dims_from, dims_to)
+  snr = lambda x: ((1 - x) / x) ** 2
+  # SNR per dimension, SNR / dims, is what SD3's shift holds fixed across data sizes.
+  np.testing.assert_allclose(snr(mapped) / dims_from, snr(s) / dims_to, rtol=1e-9)
+  np.testing.assert_allclose(resolution_equivalent_sigma(s, dims_to, dims_to), s, rtol=1e-12)
+
+
+def test_dcm_boundary_carried_to_the_default_clip_size():
+  # The HunyuanVideo boundary (shift 17, node 38) on 8x90x160x16 latents -> 8x16x16x1 clips lands
+  # nearest the shift-3 grid's node 19, the default config's boundary.
+  paper = FlowSchedule(shift=17.0, euler_steps=50, boundary_index=38).boundary_sigma
+  mapped = resolution_equivalent_sigma(paper, 8 * 90 * 160 * 16, 8 * 16 * 16)
+  assert mapped == pytest.approx(0.642, abs=1e-3)
+  ours = FlowSchedule(shift=3.0, euler_steps=50, boundary_index=19)
+  assert np.argmin(np.abs(ours.sigmas_prev - mapped)) == ours.boundary_index
+
+
 def test_bad_fields_raise_config_errors():
   with pytest.raises(ConfigError, match="boundary_index"):
     FlowSchedule(euler_steps=50, boundary_index=50)
@@ -61,3 +84,5 @@ def test_bad_fields_raise_config_errors():
     FlowSchedule(euler_steps=30)
   with pytest.raises(ConfigError, match="shift"):
     FlowSchedule(shift=0.0)
+  with pytest.raises(ConfigError, match="dims_to"):
+    resolution_equivalent_sigma(0.5, 100, 0)

@@ -1,4 +1,5 @@
-"""Figures: sample grids (PNG), animated grids (GIF), per-timestep loss / gradient-norm plots."""
+"""Figures: sample grids (PNG), animated grids (GIF), per-timestep loss / gradient-norm plots, the
+teacher's synthesis timeline."""
 from __future__ import annotations
 
 import os
@@ -66,6 +67,19 @@ def per_timestep_plot(workdir: str, name: str, curves: dict, boundary_sigma: flo
     ax.set_xlabel("noise level s (dashed: semantic/detail boundary)")
     ax.set_title(title, fontsize=9)
   axes[0].legend(fontsize=7)
+  return save_figure(fig, workdir, name)
+
+
+def timeline_plot(workdir: str, name: str, timeline: dict, boundary_sigma: float) -> str:
+  """Layout / motion correlation of the teacher's clean-clip estimate with its final sample."""
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for key in ("layout", "motion"):
+    ax.plot(timeline["sigma"], timeline[key], marker=".", label=key)
+  ax.axvline(boundary_sigma, color="gray", ls="--", lw=1)
+  ax.invert_xaxis()
+  ax.set_xlabel("noise level s along the teacher's path (dashed: boundary)")
+  ax.set_ylabel("correlation with the final clip")
+  ax.legend(fontsize=7)
   return save_figure(fig, workdir, name)
 
 

@@ -9,6 +9,10 @@ and sigmas_prev[i] = sigmas[i - 1] with sigmas_prev[0] = shift(1 / 1000) (not 0)
 expert owns grid indices [boundary_index, euler_steps) and distils to the phase end
 sigmas_prev[boundary_index]; the detail expert owns [0, boundary_index) and distils to
 sigmas_prev[0]. Code default: shift 17, index 38.
+
+`resolution_equivalent_sigma` carries a noise level between data sizes (SD3, Esser et al. 2024,
+eq. 23: the same time shift, with factor sqrt(dims_to / dims_from), keeps the signal-to-noise ratio
+per dimension), which is how a boundary chosen for large latents maps onto small clips.
 """
 from __future__ import annotations
 
@@ -20,6 +24,20 @@ from moe_jax.utils.errors import check_positive, require
 
 SEMANTIC = "semantic"
 DETAIL = "detail"
+
+
+def time_shift(s, alpha: float):
+  """s -> alpha s / (1 + (alpha - 1) s), which divides the signal-to-noise ratio ((1 - s) / s)^2
+  by alpha^2."""
+  return alpha * s / (1.0 + (alpha - 1.0) * s)
+
+
+def resolution_equivalent_sigma(s, dims_from: int, dims_to: int):
+  """The noise level on data of `dims_to` dimensions that leaves as much signal per dimension as
+  level `s` does on `dims_from` dimensions (SD3 eq. 23, alpha = sqrt(dims_to / dims_from))."""
+  check_positive("dims_from", dims_from)
+  check_positive("dims_to", dims_to)
+  return time_shift(s, float(np.sqrt(dims_to / dims_from)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +60,7 @@ class FlowSchedule:
 
   def shift_sigma(self, u):
     """Timestep shift s = a u / (1 + (a - 1) u) (SD3 / HunyuanVideo flow shift)."""
-    return self.shift * u / (1.0 + (self.shift - 1.0) * u)
+    return time_shift(u, self.shift)
 
   @property
   def sigmas(self) -> np.ndarray:
