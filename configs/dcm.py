@@ -48,6 +48,12 @@ min; seeds 0-4 repeat the rows above exactly): at 4 steps CM 48.2 ± 1.1 / 0.051
 0.04, DCM 48.7 ± 2.4 / 0.050 ± 0.004 / 0.34 ± 0.07; DCM - CM paired: FD +0.48 ± 0.86 (lower in 7
 of 10, but 3.7 and 6.3 higher in two), temporal -0.0009 ± 0.0015 (7 of 10), detail -0.144 ± 0.026
 (9 of 10); at 2 steps FD +6.8 ± 1.5 and temporal +0.011 ± 0.002 (DCM worse in 10 of 10).
+Twice the distillation budget (`--config.semantic_steps=1200 --config.detail_steps=800
+--config.student_seeds=5 "--config.ablations=()"`, 32.0 min while other jobs shared the cores): at
+4 steps CM 48.6 ± 0.9 / 0.048 ± 0.001 / 0.43 ± 0.03, DCM 48.0 ± 1.8 / 0.041 ± 0.004 / 0.27 ±
+0.04; DCM - CM paired: FD -0.59 ± 1.01 (lower in 3 of 5), temporal -0.0062 ± 0.0018 (5 of 5),
+detail -0.161 ± 0.024 (5 of 5): with more steps CM's temporal error stays near 0.048 while DCM's
+falls to the 4-step teacher's (0.042), so the temporal gain appears; the FD gain does not.
 With node 38 taken literally (`--config.boundary_index=38`; the previous default, 3 and 6
 seeds): at 4 steps FD +1.7 (3 seeds) and -2.6 ± 2.9 (6 seeds), temporal -0.012 and +0.001, detail
 -0.50 and -0.34 (lower in every seed); all students' temporal error was 0.10-0.12 there (the
@@ -59,14 +65,15 @@ detail error 0.065 / 0.58 against 0.049 / 0.30); the CD loss and gradient norm o
 student are larger on the detail phase (6.4x and 2.6x at init in the per-timestep sweep), and
 DCM's own semantic expert reaches a lower semantic-phase loss than the shared CM student (5.5e-4
 vs 8.6e-4).
-What does NOT reproduce at this scale: DCM's lower FD and temporal error than CM at 4 steps. The
-paired differences are within their standard errors with either boundary (10 seeds: FD +0.5 ±
-0.9, temporal -0.0009 ± 0.0015), and at 1 and 2 steps DCM is clearly worse. Isolating the phases
-(a probe with the boundary at node 12, s = 0.486, seed 0) suggests where: the semantic expert
-lands the boundary state as well as CM or better (MSE to the teacher's 0.0034 vs 0.0036), but the
-separately trained detail expert, started from the teacher's exact boundary state, follows the
-teacher's path less closely than CM's jointly trained weights (temporal 0.016 for DCM's LoRA
-expert, 0.019 without GAN, 0.027 as a full copy, against CM's 0.009).
+What does NOT reproduce at this scale: DCM's lower FD than CM at 4 steps (within the standard
+error with either boundary and either budget; 10 seeds: +0.5 ± 0.9), and its lower temporal error
+at the default budget (10 seeds: -0.0009 ± 0.0015; it does appear with twice the budget, above).
+At 1 and 2 steps DCM is clearly worse. Isolating the phases (a probe with the boundary at node
+12, s = 0.486, seed 0, default budget) suggests where: the semantic expert lands the boundary
+state as well as CM or better (MSE to the teacher's 0.0034 vs 0.0036), but the separately trained
+detail expert, started from the teacher's exact boundary state, follows the teacher's path less
+closely than CM's jointly trained weights (temporal 0.016 for DCM's LoRA expert, 0.019 without
+GAN, 0.027 as a full copy, against CM's 0.009).
 Medium preset: not re-measured since the boundary moved.
 """
 from __future__ import annotations
