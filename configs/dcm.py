@@ -53,7 +53,10 @@ Twice the distillation budget (`--config.semantic_steps=1200 --config.detail_ste
 4 steps CM 48.6 ± 0.9 / 0.048 ± 0.001 / 0.43 ± 0.03, DCM 48.0 ± 1.8 / 0.041 ± 0.004 / 0.27 ±
 0.04; DCM - CM paired: FD -0.59 ± 1.01 (lower in 3 of 5), temporal -0.0062 ± 0.0018 (5 of 5),
 detail -0.161 ± 0.024 (5 of 5): with more steps CM's temporal error stays near 0.048 while DCM's
-falls to the 4-step teacher's (0.042), so the temporal gain appears; the FD gain does not.
+falls to the 4-step teacher's (0.042), so the temporal gain appears; the FD gain does not. The
+same students scored by a stronger FD classifier (`--config.classifier_steps=4000`: digit acc
+0.83 instead of 0.54; 29.4 min): teacher 51 steps 107.9, 4 steps 213.8; CM 90.7 ± 1.2, DCM 89.8 ±
+3.6, paired -0.93 ± 2.04 (3 of 5): still a tie.
 With node 38 taken literally (`--config.boundary_index=38`; the previous default, 3 and 6
 seeds): at 4 steps FD +1.7 (3 seeds) and -2.6 ± 2.9 (6 seeds), temporal -0.012 and +0.001, detail
 -0.50 and -0.34 (lower in every seed); all students' temporal error was 0.10-0.12 there (the
