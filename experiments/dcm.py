@@ -358,12 +358,11 @@ def _markdown(c, r, full_steps) -> str:
                             "loss detail phase", "grad norm semantic", "grad norm detail"],
                            curve_rows, floatfmt=".2e")
   tl = r["synthesis_timeline"]
-  nodes = sorted(set(range(0, len(tl["sigma"]), 5))
-                 | {int(np.argmin(np.abs(np.subtract(tl["sigma"], r["boundary_sigma"]))))})
+  at_boundary = int(np.argmin(np.abs(np.subtract(tl["sigma"], r["boundary_sigma"]))))
+  nodes = sorted(set(range(0, len(tl["sigma"]), 5)) | {at_boundary})
   tl_t = markdown_table(["teacher path: noise level s", "layout corr", "motion corr"],
-                        [(("-> " if abs(tl["sigma"][k] - r["boundary_sigma"]) < 1e-6 else "")
-                          + f"{tl['sigma'][k]:.3f}", tl["layout"][k], tl["motion"][k])
-                         for k in nodes], floatfmt=".3f")
+                        [(("-> " if k == at_boundary else "") + f"{tl['sigma'][k]:.3f}",
+                          tl["layout"][k], tl["motion"][k]) for k in nodes], floatfmt=".3f")
   paper = markdown_table(["paper (VBench, Table 1)", "total", "quality", "semantic"],
                          [(k, *v) for k, v in r["paper_vbench_total_quality_semantic"].items()],
                          floatfmt=".2f")
