@@ -112,14 +112,14 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.euler_steps = 50
   c.boundary_index = 19
   # Teacher.
-  c.teacher_steps = 4000
+  c.teacher_steps = 8000
   c.teacher_batch = 32
-  c.teacher_lr = 1e-3
+  c.teacher_lr = 5e-3
   c.teacher_ema = 0.995
   # Distillation (same budget for CM and DCM: semantic_steps + detail_steps generator steps).
   c.batch = 16
-  c.semantic_steps = 600
-  c.detail_steps = 400
+  c.semantic_steps = 1200
+  c.detail_steps = 800
   c.lr_semantic = 1e-4          # full fine-tunes (semantic expert, CM, full detail expert)
   c.lr_detail = 5e-4            # LoRA detail expert
   c.lr_discriminator = 1e-3
@@ -138,7 +138,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.gan_loss = "hinge"
   c.ablations = ABLATIONS
   # Evaluation.
-  c.classifier_steps = 1000
+  c.classifier_steps = 3000
   c.classifier_batch = 32
   c.classifier_lr = 2e-3
   c.n_eval = 256

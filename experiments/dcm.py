@@ -3,7 +3,7 @@
   python -m experiments.dcm --config=configs/dcm.py[:quick|:medium] --workdir=DIR
 
 Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, temporal_err,
-detail_err}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the mean over
+detail_err, coherence}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the mean over
 `student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside it),
 DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and training.png.
 """
@@ -84,8 +84,9 @@ def _check(c) -> None:
           "use a patch size that divides the canvas")
   require(c.size % c.timeline_pool == 0, "timeline_pool", f"{c.timeline_pool} does not divide "
           f"size {c.size}", "use a divisor of the canvas size")
-  require(c.width % c.heads == 0, "heads", f"{c.heads} does not divide width {c.width}",
-          "use a head count that divides width")
+  require(c.width % (4 * c.heads) == 0, "heads", f"head width {c.width}/{c.heads} is not a "
+          "multiple of 4 (rotary pairs over two spatial axes)",
+          "use width divisible by 4 * heads")
   require(c.disc_hidden % c.disc_groups == 0, "disc_groups", "must divide disc_hidden",
           "pick a divisor of disc_hidden")
   require(c.depth >= c.feature_stride, "feature_stride", "no block would be tapped",
@@ -219,13 +220,14 @@ def main(_):
     x = np.asarray(euler_sample(velocity, noise, sched.student_sigmas(steps)))
     return {"fd": metrics.frechet_distance(metrics.features(clf, clf_params, x), real_feats),
             "temporal_err": metrics.temporal_error(x, reference),
-            "detail_err": metrics.detail_error(x, reference)}, x
+            "detail_err": metrics.detail_error(x, reference),
+            "coherence": metrics.frame_coherence(x)}, x
 
   results = {"methods": {"teacher": {}, "cm": {}, "dcm": {}}, "ablation": {}}
   samples = {f"teacher {full_steps}": reference}
   results["methods"]["teacher"][str(full_steps)] = {
       "fd": metrics.frechet_distance(metrics.features(clf, clf_params, reference), real_feats),
-      "temporal_err": 0.0, "detail_err": 0.0}
+      "temporal_err": 0.0, "detail_err": 0.0, "coherence": metrics.frame_coherence(reference)}
   for steps in c.eval_steps:
     results["methods"]["teacher"][str(steps)], x = evaluate(teacher_v, steps)
     if steps == c.ablation_steps:
@@ -326,17 +328,20 @@ def _markdown(c, r, full_steps) -> str:
       f"instead of VAE latents, no text / CFG, a width-{c.width} DiT, LoRA r={c.lora_rank}, "
       f"learning rates {c.lr_semantic:g}/{c.lr_detail:g}/{c.lr_discriminator:g} (paper "
       f"1e-6/5e-6/1e-5) and "
-      f"hundreds instead of 1500 + 1000 steps; lower is better in every column.\n")
-  keys = ("fd", "temporal_err", "detail_err")
+      f"{c.semantic_steps} + {c.detail_steps} instead of 1500 + 1000 steps. FD, temporal and "
+      f"detail err: lower is better; frame coherence (how well each frame is its predecessor "
+      f"moved by up to 2 px): 1.0 on real clips, higher is better.\n")
+  keys = ("fd", "temporal_err", "detail_err", "coherence")
   cell = lambda v, k: (f"{v[k]:.4g} ± {v[k + '_std']:.2g}" if k + "_std" in v else f"{v[k]:.4g}")
   rows = [(name, steps, *(cell(m[name][steps], k) for k in keys))
           for name in ("teacher", "cm", "dcm") for steps in m[name]]
-  main_t = markdown_table(["method", "steps", "FD", "temporal err", "detail err"], rows)
+  main_t = markdown_table(["method", "steps", "FD", "temporal err", "detail err",
+                           "frame coherence"], rows)
   n = c.student_seeds
   wins = []
   for steps in m["dcm"]:
     diff = {k: np.subtract(m["dcm"][steps][k + "_per_seed"], m["cm"][steps][k + "_per_seed"])
-            for k in keys}
+            for k in keys[:3]}
     wins.append((steps, *(f"{d.mean():+.4g} ± {_standard_error(d):.2g} ({int((d < 0).sum())}/{n})"
                           for d in diff.values())))
   wins_t = markdown_table(["DCM - CM, paired by seed (mean ± standard error)", "FD (DCM lower in)",

@@ -29,7 +29,8 @@ def test_quick_preset_end_to_end(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   for method in ("teacher", "cm", "dcm"):
     for steps in ("1", "2", "4"):
-      assert set(results["methods"][method][steps]) >= {"fd", "temporal_err", "detail_err"}
+      assert set(results["methods"][method][steps]) >= {"fd", "temporal_err", "detail_err",
+                                                        "coherence"}
   for method in ("cm", "dcm"):  # two distillation seeds in the quick preset
     four = results["methods"][method]["4"]
     assert len(four["fd_per_seed"]) == 2

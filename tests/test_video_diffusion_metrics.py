@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from moe_jax.video_diffusion import data as vdata
 from moe_jax.video_diffusion import metrics
 
 
@@ -43,3 +44,22 @@ def test_temporal_and_detail_errors():
   # A +-1 checkerboard puts all its energy at the Nyquist frequency: sum |F|^2 / (H W) = H W.
   np.testing.assert_allclose(metrics.high_frequency_energy(board), 64.0)
   assert metrics.detail_error(0.5 * board, board) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frame_coherence_matches_corrcoef_reference(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(3, 4, 8, 8, 1))
+  x[:, 1] = np.roll(x[:, 0], (1, -2), axis=(1, 2))          # an exact move inside the window
+  ref = np.mean([[max(np.corrcoef(np.roll(x[b, t, ..., 0], (dy, dx), (0, 1)).ravel(),
+                                  x[b, t + 1, ..., 0].ravel())[0, 1]
+                      for dy in range(-2, 3) for dx in range(-2, 3))
+                  for t in range(3)] for b in range(3)])
+  np.testing.assert_allclose(metrics.frame_coherence(x), ref, rtol=1e-10)
+
+
+def test_frame_coherence_is_one_on_moving_digits_and_low_across_clips():
+  clips, _, _ = vdata.moving_digits(64, frames=6, size=16, seed=4)
+  assert metrics.frame_coherence(clips) > 0.999
+  mixed = np.stack([clips[(np.arange(64) + t) % 64, t] for t in range(6)], axis=1)
+  assert metrics.frame_coherence(mixed) < 0.6          # frame t taken from clip i + t
