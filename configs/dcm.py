@@ -55,12 +55,14 @@ own semantic expert reaches a lower semantic-phase loss than the shared CM stude
 without it); DCM's FD is lower than CM's in 4 of 5 seeds.
 What does NOT reproduce at this scale: DCM's lower temporal error; it is higher than CM's in every
 seed (+0.013 ± 0.002), and stays higher without GAN and FM (0.044 vs 0.038), so the split itself
-costs temporal agreement with the teacher here: the detail expert, trained apart from the
-semantic one, follows the teacher's path less closely than CM's jointly trained weights (a phase
-probe on the previous teacher showed the same: from the teacher's exact boundary state, DCM's
-detail expert reached temporal 0.016 against CM's 0.009). DCM's FD gain is not beyond the
-standard error (one GAN run of five ended far off; DCM's FD std is 7.8 against CM's 1.1), and its
-detail-error gain is 3 of 5 seeds.
+costs temporal agreement with the teacher here. A phase-swap probe (seed 0; it reproduces the run's
+0.038 / 0.047) places the cost mostly in the detail expert: started from the teacher's exact
+boundary state, DCM's detail expert ends at temporal 0.024 (detail 0.086), CM's weights at 0.015
+and the teacher's own two Euler steps at 0.0145. DCM's semantic expert lands the boundary state
+closer to the teacher's (MSE 7.7e-4 vs 1.07e-3), yet any fixed detail phase after it ends
+0.002-0.003 higher in temporal error than after CM's (with the teacher below the boundary: 0.036 vs
+0.033). DCM's FD gain is not beyond the standard error (one GAN run of five ended far off; DCM's FD
+std is 7.8 against CM's 1.1), and its detail-error gain is 3 of 5 seeds.
 History: until 2026-11-26 the teacher had no rotary positions, absolute embeddings at 0.02 and
 4000 steps at 1e-3 (frame coherence 0.48: its samples were not recognisable moving digits), the
 students 600 + 400 steps and the FD classifier 1000 steps (digit acc 0.54). Against that teacher
