@@ -3,9 +3,10 @@
   python -m experiments.dcm --config=configs/dcm.py[:quick|:medium] --workdir=DIR
 
 Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, temporal_err,
-detail_err, coherence}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the mean over
-`student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside it),
-DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and training.png.
+detail_err, coherence}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the
+mean over `student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside
+it), DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and
+training.png.
 """
 from __future__ import annotations
 
@@ -341,7 +342,7 @@ def _markdown(c, r, full_steps) -> str:
   wins = []
   for steps in m["dcm"]:
     diff = {k: np.subtract(m["dcm"][steps][k + "_per_seed"], m["cm"][steps][k + "_per_seed"])
-            for k in keys[:3]}
+            for k in keys if k != "coherence"}
     wins.append((steps, *(f"{d.mean():+.4g} ± {_standard_error(d):.2g} ({int((d < 0).sum())}/{n})"
                           for d in diff.values())))
   wins_t = markdown_table(["DCM - CM, paired by seed (mean ± standard error)", "FD (DCM lower in)",

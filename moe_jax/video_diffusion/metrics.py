@@ -9,8 +9,7 @@
   per clip against that same teacher sample.
 - frame_coherence: how well each frame is its predecessor moved (best correlation over small
   shifts); 1.0 on the moving-digit data, about 0.4 for clips whose frames come from different
-  clips. It needs no
-  reference, so it scores the teacher itself.
+  clips. It needs no reference, so it scores the teacher itself.
 """
 from __future__ import annotations
 
