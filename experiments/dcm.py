@@ -211,11 +211,12 @@ def main(_):
                                        (c.n_eval, c.frames, c.size, c.size, 1)))
   teacher_st = run.full_student(run.teacher_params, c.lr_semantic)
   teacher_v = run.velocity(teacher_st, teacher_st)
-  reference, path = euler_sample(teacher_v, noise, sched.teacher_sigmas(), return_path=True)
+  teacher_sigmas = sched.teacher_sigmas()
+  reference, path = euler_sample(teacher_v, noise, teacher_sigmas, return_path=True)
   reference = np.asarray(reference)
-  synthesis = timeline.synthesis_timeline(path, sched.teacher_sigmas(), c.timeline_pool)
+  synthesis = timeline.synthesis_timeline(path, teacher_sigmas, c.timeline_pool)
   del path
-  full_steps = len(sched.teacher_sigmas()) - 1
+  full_steps = len(teacher_sigmas) - 1
 
   def evaluate(velocity, steps):
     x = np.asarray(euler_sample(velocity, noise, sched.student_sigmas(steps)))

@@ -96,12 +96,13 @@ def frame_coherence(videos, max_shift: int = 2) -> float:
   prev, nxt = x[:, :-1], x[:, 1:]
   centre = lambda a: a - a.mean(axis=(2, 3), keepdims=True)
   nxt_c = centre(nxt)
+  nxt_norm = np.sqrt((nxt_c ** 2).sum(axis=(2, 3)))
   best = np.full(prev.shape[:2], -1.0)
   for dy in range(-max_shift, max_shift + 1):
     for dx in range(-max_shift, max_shift + 1):
       moved = centre(np.roll(prev, (dy, dx), axis=(2, 3)))
       num = (moved * nxt_c).sum(axis=(2, 3))
-      den = np.sqrt((moved ** 2).sum(axis=(2, 3)) * (nxt_c ** 2).sum(axis=(2, 3))) + 1e-12
+      den = np.sqrt((moved ** 2).sum(axis=(2, 3))) * nxt_norm + 1e-12
       best = np.maximum(best, num / den)
   return float(best.mean())
 
