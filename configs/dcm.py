@@ -78,7 +78,7 @@ import ml_collections
 
 from moe_jax.utils.errors import check_choice
 
-ABLATIONS = ("no_tc", "no_gan", "no_fm", "no_gan_fm", "full_detail", "no_split")
+ABLATIONS = ("no_tc", "no_gan", "no_fm", "no_gan_fm", "full_detail", "attn_lora", "no_split")
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
@@ -119,6 +119,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.student_seeds = 5           # CM and DCM are distilled with this many seeds (one teacher)
   c.lora_rank = 8
   c.lora_alpha = 16.0
+  c.lora_adaln = True           # adapters on each block's adaLN layer too (paper: attention only)
   c.disc_hidden = 64
   c.disc_groups = 8
   # Losses (code defaults: HunyuanVideo recipe).
@@ -148,7 +149,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.batch, c.semantic_steps, c.detail_steps, c.student_seeds = 4, 3, 3, 2
     c.lora_rank, c.lora_alpha = 2, 4.0
     c.disc_hidden, c.disc_groups = 8, 2
-    c.ablations = ("no_tc",)
+    c.ablations = ("no_tc", "full_detail", "attn_lora")
     c.classifier_steps, c.classifier_batch = 5, 16
     c.n_eval, c.diag_batch = 16, 4
   elif preset == "medium":

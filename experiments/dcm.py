@@ -51,7 +51,11 @@ PAPER_FIG3 = {"VCM": 80.3, "SemE+VCM": 82.4, "VCM+DetE": 81.2, "SemE+DetE": 83.0
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """One student recipe: expert split or not, detail-expert form and which extra losses are on."""
+  """One student recipe: expert split or not, detail-expert form and which extra losses are on.
+
+  form: "lora" (the config's LoRA targets), "attn_lora" (attention only, the paper's targets) or
+  "full" (an unshared copy of the whole network).
+  """
   split: bool = True
   form: str = "lora"
   tc: bool = True
@@ -67,12 +71,14 @@ VARIANTS = {
     "no_fm": Variant(fm=False),
     "no_gan_fm": Variant(gan=False, fm=False),
     "full_detail": Variant(form="full"),
+    "attn_lora": Variant(form="attn_lora"),
     "no_split": Variant(split=False),
 }
 ABLATION_LABELS = {
     "dcm": "DCM (all components)", "no_tc": "- Temporal Coherence Loss", "no_gan": "- GAN loss",
     "no_fm": "- Feature Matching loss", "no_gan_fm": "- GAN and FM", "full_detail":
-    "full detail expert (no LoRA sharing)", "no_split": "- expert split (one student, all losses)",
+    "full detail expert (no LoRA sharing)", "attn_lora": "LoRA on attention only (paper's "
+    "targets; no adaLN adapters)", "no_split": "- expert split (one student, all losses)",
     "cm": "single-expert CM (no DCM component)"}
 
 
@@ -97,6 +103,8 @@ def _check(c) -> None:
     check_choice("ablations", name, [k for k in VARIANTS if k not in ("cm", "dcm")])
   require(c.ablation_steps in c.eval_steps, "ablation_steps", "not among eval_steps",
           "add it to eval_steps")
+  require(c.lora_adaln or "attn_lora" not in c.ablations, "ablations", "attn_lora equals DCM when "
+          "lora_adaln is off", "drop attn_lora from ablations or set lora_adaln=True")
 
 
 class Run:
@@ -110,11 +118,12 @@ class Run:
     arch = dict(frames=c.frames, size=c.size, patch=c.patch, width=c.width, depth=c.depth,
                 heads=c.heads, mlp_ratio=c.mlp_ratio, feature_stride=c.feature_stride)
     self.model = VideoDiT(**arch)
-    self.lora_model = VideoDiT(**arch, lora_rank=c.lora_rank, lora_alpha=c.lora_alpha)
+    lora = dict(lora_rank=c.lora_rank, lora_alpha=c.lora_alpha)
+    self.lora_models = {"lora": VideoDiT(**arch, **lora, lora_adaln=c.lora_adaln),
+                        "attn_lora": VideoDiT(**arch, **lora)}
     self.full_apply = experts.expert_apply(self.model)
-    self.lora_apply = experts.expert_apply(self.lora_model)
-    self.jit_apply = {self.full_apply: jax.jit(self.full_apply),
-                      self.lora_apply: jax.jit(self.lora_apply)}
+    self.lora_applies = {k: experts.expert_apply(m) for k, m in self.lora_models.items()}
+    self.jit_apply = {f: jax.jit(f) for f in (self.full_apply, *self.lora_applies.values())}
     self.x1 = self.data[:1]
     self.s1 = np.ones((1,), np.float32)
     params = self.model.init(jax.random.PRNGKey(c.seed), self.x1, self.s1)["params"]
@@ -176,10 +185,11 @@ class Run:
       self._distill(name + tag, plan, {SEMANTIC: st, DETAIL: st}, v, seed + 2, seed)
       return st, st
     sem = self._semantic_expert(v, seed, tag)
-    if v.form == "lora":
+    if v.form in self.lora_models:
       trainable, frozen = experts.init_detail_expert(
-          self.lora_model, sem.trainable, jax.random.PRNGKey(seed + 4), self.x1, self.s1)
-      det = distill.Student(self.lora_apply, trainable, frozen, distill.make_optimizer(c.lr_detail))
+          self.lora_models[v.form], sem.trainable, jax.random.PRNGKey(seed + 4), self.x1, self.s1)
+      det = distill.Student(self.lora_applies[v.form], trainable, frozen,
+                            distill.make_optimizer(c.lr_detail))
     else:
       det = self.full_student(sem.trainable, c.lr_semantic)
     self._distill(f"{name} detail expert{tag}", [DETAIL] * c.detail_steps, {DETAIL: det}, v,
@@ -258,6 +268,9 @@ def main(_):
   for name in c.ablations:
     trained[name] = run.train(name)
     results["ablation"][name], _ = evaluate(run.velocity(*trained[name]), c.ablation_steps)
+  if "full_detail" in trained:  # where experts trained on one phase each differ (seed 0)
+    results["expert_weight_difference"] = experts.weight_difference(
+        *(st.trainable for st in trained["full_detail"]))
   curves["CM after distillation"] = stats(trained["cm"][0])
   sem_curve, det_curve = (stats(st) for st in trained["dcm"])
   mask = sched.sigmas > sched.boundary_sigma
@@ -352,6 +365,9 @@ def _markdown(c, r, full_steps) -> str:
          for k, v in r["ablation"].items()]
   abl_t = markdown_table([f"variant ({c.ablation_steps} steps)", "FD", "temporal err",
                           "detail err"], abl)
+  wdiff = r.get("expert_weight_difference", {})
+  wdiff_t = markdown_table(["layer (all blocks)", "‖W_detail − W_semantic‖ / ‖W_semantic‖"],
+                           sorted(wdiff.items(), key=lambda kv: -kv[1]), floatfmt=".3f")
   ps = r["cm_phase_stats"]
   diag = markdown_table(["CM training steps on phase", "mean CD loss", "mean grad norm"],
                         [(k, v["mean_cd_loss"], v["mean_grad_norm"]) for k, v in ps.items()])
@@ -377,6 +393,9 @@ def _markdown(c, r, full_steps) -> str:
   return "\n\n".join([header, main_t, wins_t,
                       f"Ablation (each DCM component off; distillation seed 0, "
                       f"{c.ablation_steps} steps):", abl_t,
+                      *(["Where two experts trained apart differ (the full detail expert of the "
+                         "ablation against its semantic expert; the paper's reason for the "
+                         "detail expert's form):", wdiff_t] if wdiff else []),
                       "Per-phase dynamics of the single-expert CM (see per_timestep.png):", diag,
                       curve_t,
                       "Synthesis timeline (synthesis_timeline.png): correlation of the teacher's "

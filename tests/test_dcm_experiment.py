@@ -17,6 +17,16 @@ def test_unknown_preset_is_a_config_error():
     dcm_config.get_config("huge")
 
 
+def test_attention_only_ablation_needs_adaln_adapters():
+  from experiments import dcm  # pylint: disable=g-import-not-at-top
+  c = dcm_config.get_config("quick")
+  c.lora_adaln = False
+  with pytest.raises(ConfigError, match="lora_adaln"):
+    dcm._check(c)
+  c.ablations = ("no_tc",)
+  dcm._check(c)
+
+
 def test_quick_preset_end_to_end(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.dcm", "--config=configs/dcm.py:quick",
@@ -36,7 +46,8 @@ def test_quick_preset_end_to_end(tmp_path):
     assert len(four["fd_per_seed"]) == 2
     assert four["fd"] == pytest.approx(sum(four["fd_per_seed"]) / 2)
   assert str(results["teacher_steps"]) in results["methods"]["teacher"]
-  assert set(results["ablation"]) >= {"cm", "dcm", "no_tc"}
+  assert set(results["ablation"]) >= {"cm", "dcm", "no_tc", "full_detail", "attn_lora"}
+  assert {"adaln", "to_q", "time_embed", "final"} <= set(results["expert_weight_difference"])
   assert len(results["per_timestep"]["CM at init (= teacher)"]["loss"]) == 10
   timeline = results["synthesis_timeline"]  # one entry per teacher step (10 grid nodes + 1)
   assert len(timeline["sigma"]) == len(timeline["layout"]) == 11
@@ -44,6 +55,7 @@ def test_quick_preset_end_to_end(tmp_path):
   assert timeline["motion"][-1] == pytest.approx(1.0)
   markdown = (tmp_path / "results.md").read_text()
   assert "| method | steps |" in markdown and "DCM - CM, paired by seed" in markdown
+  assert "‖W_detail − W_semantic‖" in markdown
   for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif",
                "synthesis_timeline.png"):
     assert (tmp_path / name).stat().st_size > 0

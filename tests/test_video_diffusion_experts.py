@@ -43,10 +43,17 @@ def test_lora_dense_matches_numpy():
   np.testing.assert_allclose(np.asarray(layer.apply(params, x)), ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_detail_expert_with_zero_adapters_equals_semantic_expert(semantic, seed):
+def test_lora_dense_keeps_the_base_initialiser():
+  layer = LoRADense(6, rank=2, alpha=4.0, kernel_init=jax.nn.initializers.zeros)
+  params = layer.init(jax.random.PRNGKey(0), np.ones((1, 3), np.float32))["params"]
+  assert not np.any(np.asarray(params["base"]["kernel"]))
+  assert np.any(np.asarray(params["lora_a"])) and not np.any(np.asarray(params["lora_b"]))
+
+
+@pytest.mark.parametrize("seed,adaln", [(0, False), (1, True)])
+def test_detail_expert_with_zero_adapters_equals_semantic_expert(semantic, seed, adaln):
   x, s = _inputs(seed + 10)
-  lora_model = VideoDiT(**ARCH, lora_rank=2, lora_alpha=4.0)
+  lora_model = VideoDiT(**ARCH, lora_rank=2, lora_alpha=4.0, lora_adaln=adaln)
   trainable, frozen = experts.init_detail_expert(lora_model, semantic, jax.random.PRNGKey(seed),
                                                  x, s)
   apply = experts.expert_apply(lora_model)
@@ -61,17 +68,18 @@ def test_detail_expert_with_zero_adapters_equals_semantic_expert(semantic, seed)
   assert float(jnp.abs(v_moved - v_sem).max()) > 1e-3
 
 
-def test_detail_expert_trains_only_adapters_and_its_own_copies(semantic):
+@pytest.mark.parametrize("adaln", [False, True])
+def test_detail_expert_trains_only_adapters_and_its_own_copies(semantic, adaln):
   x, s = _inputs(3)
-  lora_model = VideoDiT(**ARCH, lora_rank=2, lora_alpha=4.0)
+  lora_model = VideoDiT(**ARCH, lora_rank=2, lora_alpha=4.0, lora_adaln=adaln)
   trainable, frozen = experts.init_detail_expert(lora_model, semantic, jax.random.PRNGKey(0), x, s)
   t_keys = traverse_util.flatten_dict(trainable)
   f_keys = traverse_util.flatten_dict(frozen)
   assert all(k[-1] in ("lora_a", "lora_b") or k[0] in ("time_embed", "final") for k in t_keys)
   lora_targets = {k[-2] for k in t_keys if k[-1] == "lora_b"}
-  assert lora_targets == {"to_q", "to_k", "to_v", "to_out"}
-  # 2 blocks x 2 attentions x 4 projections carry adapters.
-  assert sum(k[-1] == "lora_b" for k in t_keys) == 16
+  assert lora_targets == {"to_q", "to_k", "to_v", "to_out"} | ({"adaln"} if adaln else set())
+  # 2 blocks x 2 attentions x 4 projections carry adapters (and each block's adaLN layer).
+  assert sum(k[-1] == "lora_b" for k in t_keys) == 16 + 2 * adaln
   assert not any(k[-1].startswith("lora") for k in f_keys)
   sem_flat = traverse_util.flatten_dict(semantic)
   assert set(f_keys) | {k for k in t_keys if not k[-1].startswith("lora")} == set(sem_flat)
@@ -84,3 +92,20 @@ def test_dual_velocity_routes_by_noise_level():
   x = jnp.zeros((2, 1))
   for i, sigma in enumerate(sched.sigmas):
     assert float(velocity(x, float(sigma))[0, 0]) == (-1.0 if i < 15 else 1.0)
+
+
+def test_weight_difference_matches_numpy(semantic):
+  other = _perturbed(semantic, 5, scale=0.1)
+  got = experts.weight_difference(semantic, other)
+  ref, oth = traverse_util.flatten_dict(semantic), traverse_util.flatten_dict(other)
+  groups = {}
+  for key, a in ref.items():
+    names = [p for p in key if not p.startswith("blocks_") and p not in ("space_attn", "time_attn")]
+    d = np.asarray(oth[key], np.float64) - np.asarray(a, np.float64)
+    acc = groups.setdefault(names[0], [0.0, 0.0])
+    acc[0] += (d ** 2).sum()
+    acc[1] += (np.asarray(a, np.float64) ** 2).sum()
+  assert set(got) == set(groups) >= {"to_q", "to_out", "adaln", "mlp_in", "time_embed", "final"}
+  for g, (d, r) in groups.items():
+    assert got[g] == pytest.approx(np.sqrt(d / r), rel=1e-4)
+  assert all(v == 0.0 for v in experts.weight_difference(semantic, semantic).values())

@@ -4,7 +4,9 @@ The semantic expert is the full student (initialised from the teacher). The deta
 frozen weights and adds (DCM code, `distill_dcm_*_detail_expert.py`): LoRA adapters on every
 attention projection (`to_q`, `to_k`, `to_v`, `to_out`; paper r=128, alpha=256) and its own
 trainable copies of the timestep embedder (`time_embed`) and of norm_out + proj_out (`final`),
-initialised from the semantic expert. With zero adapters the detail expert therefore equals the
+initialised from the semantic expert. Optionally (`VideoDiT.lora_adaln`, our deviation for a
+width-48 net, whose timestep reaches each block through a 48-dim embedding) the per-block adaLN
+modulation layers carry LoRA adapters too. With zero adapters the detail expert equals the
 semantic expert. The `full` form (the paper's two-full-experts comparison) is an unshared copy of
 the whole network.
 """
@@ -20,6 +22,7 @@ from flax import traverse_util
 from moe_jax.video_diffusion.schedule import FlowSchedule
 
 DETAIL_COPIES = ("time_embed", "final")
+ATTENTIONS = ("space_attn", "time_attn")
 
 
 def _flat(tree):
@@ -67,6 +70,25 @@ def dual_velocity(schedule: FlowSchedule, semantic: Callable, detail: Callable) 
     fn = detail if schedule.is_detail(s) else semantic
     return fn(x, jnp.full((x.shape[0],), s, jnp.float32))
   return velocity
+
+
+def layer_group(path: tuple[str, ...]) -> str:
+  """The layer a parameter belongs to, shared across blocks: ("blocks_2", "time_attn", "to_q",
+  "base", "kernel") -> "to_q"; ("time_embed", "Dense_0", "bias") -> "time_embed"."""
+  return next(p for p in path if not p.startswith("blocks_") and p not in ATTENTIONS)
+
+
+def weight_difference(reference, other) -> dict[str, float]:
+  """||other - reference|| / ||reference|| per layer group, over the leaves `other` shares with
+  `reference` (the paper's look at where two experts trained apart differ, which motivates what
+  the detail expert owns)."""
+  ref, oth = _flat(reference), _flat(other)
+  sums: dict[str, list[float]] = {}
+  for key in ref.keys() & oth.keys():
+    acc = sums.setdefault(layer_group(key), [0.0, 0.0])
+    acc[0] += float(jnp.sum((oth[key] - ref[key]) ** 2))
+    acc[1] += float(jnp.sum(ref[key] ** 2))
+  return {g: (d / r) ** 0.5 for g, (d, r) in sums.items()}
 
 
 def count_params(tree) -> int:
