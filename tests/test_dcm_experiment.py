@@ -17,14 +17,15 @@ def test_unknown_preset_is_a_config_error():
     dcm_config.get_config("huge")
 
 
-def test_attention_only_ablation_needs_adaln_adapters():
-  from experiments import dcm  # pylint: disable=g-import-not-at-top
-  c = dcm_config.get_config("quick")
-  c.lora_adaln = False
-  with pytest.raises(ConfigError, match="lora_adaln"):
-    dcm._check(c)
-  c.ablations = ("no_tc",)
-  dcm._check(c)
+def test_attention_only_ablation_needs_adaln_adapters(tmp_path):
+  # A subprocess: importing the entry point here would define its absl flags in the test process.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.dcm", "--config=configs/dcm.py:quick",
+       "--config.lora_adaln=False", f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
+      text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2
+  assert "error: ablations:" in proc.stderr and "lora_adaln" in proc.stderr
+  assert not (tmp_path / "results.json").exists()
 
 
 def test_quick_preset_end_to_end(tmp_path):
