@@ -96,8 +96,8 @@ seeds: +0.48 ± 0.86, -0.0009 ± 0.0015, -0.144 ± 0.026), and with 1200 + 800 s
 a teacher that could not keep a digit across frames.
 Medium preset (`:medium`; 9.3 min; teacher 1500 steps, frame coherence 0.63; one seed; its FD
 classifier has 400 steps, so its FD scale is not the default's): at 4 steps CM 16.3 / 0.030 /
-0.36, DCM 26.3 / 0.040 / 0.086, teacher 51 steps FD 18.3; DCM is worse on FD and temporal error
-and better on detail error, as in the default's drifting-free seeds.
+0.36, DCM 26.3 / 0.040 / 0.086, teacher 51 steps FD 18.3: DCM is worse on FD and temporal error
+and better on detail error.
 """
 from __future__ import annotations
 
