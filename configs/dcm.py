@@ -58,15 +58,15 @@ against 218 for the teacher's own 4 steps and 79.7 for its 51); the diagnosis: t
 student's CD loss and gradient norm are 4.5x and 2.6x larger on the detail phase at init; DCM's
 own semantic expert reaches a lower semantic-phase loss than the shared CM student (3.2e-4 vs
 4.4e-4); DCM's detail error is the lowest of all variants in its good seeds (0.05 against CM's
-0.19); within DCM (seed 0), the Temporal Coherence Loss lowers the temporal error (0.040 vs 0.042 without
-it), and so do GAN + FM (0.040 vs 0.042 without both).
+0.19); within DCM (seed 0), the Temporal Coherence Loss lowers the temporal error (0.040 vs
+0.042 without it), and so do GAN + FM (0.040 vs 0.042 without both).
 What does NOT reproduce at this scale: DCM's lower FD and temporal error than CM. Two things stand
 in the way. (1) FD and closeness to the teacher pull apart here: the teacher's own FD (79.7) is
 worse than the students' (61), so a student that follows the teacher's samples more closely
 also moves towards the teacher's FD. Across the run's 17 students (10 seeds and 7 ablations),
 FD and detail error correlate at -0.79; across DCM's seeds, FD and temporal error at -0.76. In
-the paper the teacher is better than every student (VBench 83.87), so the two goals agree; with
-this teacher "approach the teacher" and "lower FD than CM" cannot both hold. (2) GAN training is
+the paper the teacher's VBench total (83.87) is above every student's, so the two goals agree;
+with this teacher "approach the teacher" and "lower FD than CM" pull against each other. (2) GAN training is
 unstable at this scale: DCM's detail error spreads 0.05-0.36 across seeds, CM's 0.18-0.21.
 Why the detail expert adapts the adaLN layers (`lora_adaln`; seed-0 probes, scratch scripts): with
 the paper's attention-only LoRA, the detail expert fits the detail phase no better than the
