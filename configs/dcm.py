@@ -66,8 +66,9 @@ worse than the students' (61), so a student that follows the teacher's samples m
 also moves towards the teacher's FD. Across the run's 17 students (10 seeds and 7 ablations),
 FD and detail error correlate at -0.79; across DCM's seeds, FD and temporal error at -0.76. In
 the paper the teacher's VBench total (83.87) is above every student's, so the two goals agree;
-with this teacher "approach the teacher" and "lower FD than CM" pull against each other. (2) GAN training is
-unstable at this scale: DCM's detail error spreads 0.05-0.36 across seeds, CM's 0.18-0.21.
+with this teacher "approach the teacher" and "lower FD than CM" pull against each other. (2) GAN
+training is unstable at this scale: DCM's detail error spreads 0.05-0.36 across seeds, CM's
+0.18-0.21.
 Why the detail expert adapts the adaLN layers (`lora_adaln`; seed-0 probes, scratch scripts): with
 the paper's attention-only LoRA, the detail expert fits the detail phase no better than the
 teacher it started from. Its held-out detail-phase CD loss (512 test clips) is 0.0050, the
