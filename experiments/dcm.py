@@ -22,7 +22,7 @@ from moe_jax.utils import cli
 from moe_jax.utils.errors import check_choice, check_positive, require
 from moe_jax.utils.reporting import markdown_table, write_results
 from moe_jax.video_diffusion import data as vdata
-from moe_jax.video_diffusion import distill, experts, metrics, plots, timeline
+from moe_jax.video_diffusion import distill, experts, losses, metrics, plots, timeline
 from moe_jax.video_diffusion.dit import VideoDiT
 from moe_jax.video_diffusion.discriminator import Discriminator
 from moe_jax.video_diffusion.sampler import euler_sample
@@ -285,6 +285,7 @@ def main(_):
                           "mean_grad_norm": float(np.mean([h["grad_norm"] for h in rows]))}
 
   results.update({
+      "discriminator": _discriminator_summary(run.histories, c.gan_loss),
       "synthesis_timeline": synthesis,
       "per_timestep": {k: {"sigma": v[0], "loss": v[1], "grad_norm": v[2]}
                        for k, v in curves.items()},
@@ -317,6 +318,17 @@ def _seed_summary(runs: list[dict]) -> dict:
     out.update({key: float(np.mean(values)), f"{key}_std": float(np.std(values)),
                 f"{key}_per_seed": values})
   return out
+
+
+def _discriminator_summary(histories: dict, kind: str) -> dict:
+  """Mean discriminator loss over the last quarter of each adversarial stage, beside the loss of
+  one that cannot tell the student's jump from the teacher's target (`chance`)."""
+  last = {}
+  for name, history in histories.items():
+    d = [h["gan_d"] for h in history if "gan_d" in h]
+    if d:
+      last[name] = float(np.mean(d[-max(1, len(d) // 4):]))
+  return {"chance": losses.discriminator_chance_loss(kind), "last_quarter_loss": last}
 
 
 def _standard_error(d: np.ndarray) -> float:
@@ -369,6 +381,9 @@ def _markdown(c, r, full_steps) -> str:
   wdiff = r.get("expert_weight_difference", {})
   wdiff_t = markdown_table(["layer (all blocks)", "‖W_detail − W_semantic‖ / ‖W_semantic‖"],
                            sorted(wdiff.items(), key=lambda kv: -kv[1]), floatfmt=".3f")
+  disc = r["discriminator"]
+  disc_t = markdown_table(["stage with the GAN loss", "discriminator loss, last quarter"],
+                          list(disc["last_quarter_loss"].items()), floatfmt=".3f")
   ps = r["cm_phase_stats"]
   diag = markdown_table(["CM training steps on phase", "mean CD loss", "mean grad norm"],
                         [(k, v["mean_cd_loss"], v["mean_grad_norm"]) for k, v in ps.items()])
@@ -397,6 +412,10 @@ def _markdown(c, r, full_steps) -> str:
                       *(["Where two experts trained apart differ (the full detail expert of the "
                          "ablation against its semantic expert; the paper's reason for the "
                          "detail expert's form):", wdiff_t] if wdiff else []),
+                      f"Discriminator ({c.gan_loss} loss; {disc['chance']:.3f} is the floor of "
+                      "one that cannot tell the student's jump from the teacher's target; near "
+                      "it, the discriminator has found no difference to teach the detail "
+                      "expert):", disc_t,
                       "Per-phase dynamics of the single-expert CM (see per_timestep.png):", diag,
                       curve_t,
                       "Synthesis timeline (synthesis_timeline.png): correlation of the teacher's "

@@ -49,6 +49,11 @@ def test_quick_preset_end_to_end(tmp_path):
   assert str(results["teacher_steps"]) in results["methods"]["teacher"]
   assert set(results["ablation"]) >= {"cm", "dcm", "no_tc", "full_detail", "attn_lora"}
   assert {"adaln", "to_q", "time_embed", "final"} <= set(results["expert_weight_difference"])
+  disc = results["discriminator"]  # DCM's two seeds and the GAN-using ablations
+  assert disc["chance"] == 2.0
+  assert {"dcm detail expert", "dcm detail expert #1", "full_detail detail expert"} <= set(
+      disc["last_quarter_loss"])
+  assert "no_tc detail expert" in disc["last_quarter_loss"]
   assert len(results["per_timestep"]["CM at init (= teacher)"]["loss"]) == 10
   timeline = results["synthesis_timeline"]  # one entry per teacher step (10 grid nodes + 1)
   assert len(timeline["sigma"]) == len(timeline["layout"]) == 11
@@ -57,6 +62,7 @@ def test_quick_preset_end_to_end(tmp_path):
   markdown = (tmp_path / "results.md").read_text()
   assert "| method | steps |" in markdown and "DCM - CM, paired by seed" in markdown
   assert "‖W_detail − W_semantic‖" in markdown
+  assert "| stage with the GAN loss |" in markdown
   for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif",
                "synthesis_timeline.png"):
     assert (tmp_path / name).stat().st_size > 0

@@ -64,3 +64,16 @@ def test_gan_and_feature_matching_losses_match_numpy():
   assert float(losses.feature_matching_loss(fake, real)) == pytest.approx(fm, rel=1e-5)
   assert float(losses.feature_matching_loss(real, real)) == 0.0
   assert float(jnp.asarray(losses.gan_discriminator_loss(fake, real))) >= 0.0
+
+
+@pytest.mark.parametrize("kind", ["hinge", "nonsaturating"])
+def test_discriminator_chance_loss_is_the_floor_when_real_and_fake_look_alike(kind):
+  rng = np.random.default_rng(3)
+  chance = losses.discriminator_chance_loss(kind)
+  zeros = [np.zeros((2, 4, 5), np.float32)]
+  assert float(losses.gan_discriminator_loss(zeros, zeros, kind)) == pytest.approx(chance)
+  for scale in (0.1, 1.0, 5.0):  # any logits, the same on real and fake: never below chance
+    logits = [rng.normal(scale=scale, size=(2, 4, 5)).astype(np.float32) for _ in range(2)]
+    assert float(losses.gan_discriminator_loss(logits, logits, kind)) >= chance - 1e-6
+  apart = float(losses.gan_discriminator_loss([np.full((3,), -3.0)], [np.full((3,), 3.0)], kind))
+  assert apart < 0.2 * chance  # a discriminator that separates them goes well below it

@@ -5,6 +5,8 @@ Videos are [B, T, H, W, C]; discriminator logits are lists of arrays (one per fe
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -48,6 +50,13 @@ def gan_discriminator_loss(fake_logits, real_logits, kind: str = "hinge"):
     else:
       per_head.append(jnp.mean(jax.nn.softplus(f)) + jnp.mean(jax.nn.softplus(-r)))
   return sum(per_head) / len(per_head)
+
+
+def discriminator_chance_loss(kind: str = "hinge") -> float:
+  """The discriminator loss of logits that are 0 everywhere (2 for hinge, 2 log 2 for the logistic
+  loss). It is also the lowest loss any discriminator can reach when real and fake taps come from
+  one distribution, so a discriminator that stays near it is not telling them apart."""
+  return 2.0 if kind == "hinge" else 2.0 * math.log(2.0)
 
 
 def feature_matching_loss(fake_feats, real_feats):
