@@ -76,11 +76,11 @@ from the teacher's target. Its hinge loss over the last quarter of every detail 
 1.997-2.001, against 2.0 for one that cannot tell them apart (results.json `discriminator`; a
 replay of seed 1 shows it there from step 100 on). Yet adding the GAN term makes the detail
 expert's gradient norm 1.1-6.3x that of the consistency term alone (seed 1, every 100 steps), so
-it moves the adapters along directions the discriminator does not rely on: DCM's detail error spreads 0.05-0.36 across
-seeds, CM's 0.18-0.21. A smaller adversarial weight (0.02 instead of the paper's 0.1; seeds 0, 1,
-3, scratch probe) shrinks the drift (temporal 0.038 / 0.041 / 0.041 against 0.040 / 0.048 /
-0.059) but does not beat CM (0.038 / 0.040 / 0.038), and FD is 68 / 63 / 62 against CM's 61 /
-60 / 61. The default keeps the paper's 0.1.
+it moves the adapters along directions the discriminator does not rely on: DCM's detail error
+spreads 0.05-0.36 across seeds, CM's 0.18-0.21. A smaller adversarial weight (0.02 instead of the
+paper's 0.1; seeds 0, 1, 3, scratch probe) shrinks the drift (temporal 0.038 / 0.041 / 0.041
+against 0.040 / 0.048 / 0.059) but does not beat CM (0.038 / 0.040 / 0.038), and FD is 68 / 63 /
+62 against CM's 61 / 60 / 61. The default keeps the paper's 0.1.
 Why the detail expert adapts the adaLN layers (`lora_adaln`; seed-0 probes, scratch scripts): with
 the paper's attention-only LoRA, the detail expert fits the detail phase no better than the
 teacher it started from. Its held-out detail-phase CD loss (512 test clips) is 0.0050, the
