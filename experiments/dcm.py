@@ -2,10 +2,10 @@
 
   python -m experiments.dcm --config=configs/dcm.py[:quick|:medium] --workdir=DIR
 
-Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, temporal_err,
-detail_err, coherence}}}, "ablation": ..., "per_timestep": ...}; for cm and dcm each metric is the
-mean over `student_seeds` distillation seeds, with `<metric>_std` and `<metric>_per_seed` beside
-it), DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and
+Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, fd_teacher,
+temporal_err, detail_err, coherence}}}, "expert_swap": ..., "ablation": ..., "per_timestep": ...};
+for cm, dcm and the expert swaps each metric is the mean over `student_seeds` distillation seeds,
+with `<metric>_std` and `<metric>_per_seed` beside it), DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and
 training.png.
 """
 from __future__ import annotations
@@ -47,6 +47,11 @@ PAPER_VBENCH = {
 # was set on: 29 frames of 720x1280 through HunyuanVideo's VAE (4x time, 8x space, 16 channels).
 PAPER_BOUNDARY_SIGMA, PAPER_LATENT_DIMS = 0.98176, 8 * 90 * 160 * 16
 PAPER_FIG3 = {"VCM": 80.3, "SemE+VCM": 82.4, "VCM+DetE": 81.2, "SemE+DetE": 83.0}
+# The paper's Fig. 3 question asked of our trained students, per seed: which half of the sampler
+# (the semantic steps above the boundary, the detail steps below it) each DCM expert improves.
+# name: (student whose semantic expert runs the high-noise steps, student whose detail expert runs
+# the low-noise steps); "cm"/"cm" is VCM and "dcm"/"dcm" is SemE+DetE.
+EXPERT_SWAPS = {"SemE+VCM": ("dcm", "cm"), "VCM+DetE": ("cm", "dcm")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,9 +233,13 @@ def main(_):
   del path
   full_steps = len(teacher_sigmas) - 1
 
+  reference_feats = metrics.features(clf, clf_params, reference)
+
   def evaluate(velocity, steps):
     x = np.asarray(euler_sample(velocity, noise, sched.student_sigmas(steps)))
-    return {"fd": metrics.frechet_distance(metrics.features(clf, clf_params, x), real_feats),
+    feats = metrics.features(clf, clf_params, x)
+    return {"fd": metrics.frechet_distance(feats, real_feats),
+            "fd_teacher": metrics.frechet_distance(feats, reference_feats),
             "temporal_err": metrics.temporal_error(x, reference),
             "detail_err": metrics.detail_error(x, reference),
             "coherence": metrics.frame_coherence(x)}, x
@@ -238,7 +247,7 @@ def main(_):
   results = {"methods": {"teacher": {}, "cm": {}, "dcm": {}}, "ablation": {}}
   samples = {f"teacher {full_steps}": reference}
   results["methods"]["teacher"][str(full_steps)] = {
-      "fd": metrics.frechet_distance(metrics.features(clf, clf_params, reference), real_feats),
+      "fd": metrics.frechet_distance(reference_feats, real_feats), "fd_teacher": 0.0,
       "temporal_err": 0.0, "detail_err": 0.0, "coherence": metrics.frame_coherence(reference)}
   for steps in c.eval_steps:
     results["methods"]["teacher"][str(steps)], x = evaluate(teacher_v, steps)
@@ -251,20 +260,26 @@ def main(_):
                                                 c.seed, c.huber_c)
   curves = {"CM at init (= teacher)": stats(teacher_st)}
   trained, per_seed = {}, {"cm": [], "dcm": []}
+  swaps = {name: [] for name in EXPERT_SWAPS}
   for rep in range(c.student_seeds):  # CM and DCM with each distillation seed, one teacher
+    pairs = {}
     for name in ("cm", "dcm"):
-      pair = run.train(name, rep)
-      trained.setdefault(name, pair)
-      velocity, scores = run.velocity(*pair), {}
+      pairs[name] = run.train(name, rep)
+      trained.setdefault(name, pairs[name])
+      velocity, scores = run.velocity(*pairs[name]), {}
       for steps in c.eval_steps:
         scores[str(steps)], x = evaluate(velocity, steps)
         if rep == 0 and steps == c.ablation_steps:
           samples[f"{name} {steps}"] = x
       per_seed[name].append(scores)
+    for name, (sem_from, det_from) in EXPERT_SWAPS.items():
+      velocity = run.velocity(pairs[sem_from][0], pairs[det_from][1])
+      swaps[name].append(evaluate(velocity, c.ablation_steps)[0])
   for name, runs in per_seed.items():
     results["methods"][name] = {steps: _seed_summary([r[steps] for r in runs])
                                 for steps in runs[0]}
     results["ablation"][name] = runs[0][str(c.ablation_steps)]  # the ablations' own seed
+  results["expert_swap"] = {name: _seed_summary(runs) for name, runs in swaps.items()}
   for name in c.ablations:
     trained[name] = run.train(name)
     results["ablation"][name], _ = evaluate(run.velocity(*trained[name]), c.ablation_steps)
@@ -336,6 +351,15 @@ def _standard_error(d: np.ndarray) -> float:
   return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
+def _paired_cells(a: dict, b: dict, keys) -> list[str]:
+  """'mean ± standard error (k/n)' of a - b per metric, paired by seed (k: seeds where a < b)."""
+  cells = []
+  for key in keys:
+    d = np.subtract(a[key + "_per_seed"], b[key + "_per_seed"])
+    cells.append(f"{d.mean():+.4g} ± {_standard_error(d):.2g} ({int((d < 0).sum())}/{len(d)})")
+  return cells
+
+
 def _markdown(c, r, full_steps) -> str:
   m = r["methods"]
   header = (
@@ -356,24 +380,32 @@ def _markdown(c, r, full_steps) -> str:
       f"{' on attention and adaLN (paper: attention only)' if c.lora_adaln else ''}, "
       f"learning rates {c.lr_semantic:g}/{c.lr_detail:g}/{c.lr_discriminator:g} (paper "
       f"1e-6/5e-6/1e-5) and "
-      f"{c.semantic_steps} + {c.detail_steps} instead of 1500 + 1000 steps. FD, temporal and "
-      f"detail err: lower is better; frame coherence (how well each frame is its predecessor "
+      f"{c.semantic_steps} + {c.detail_steps} instead of 1500 + 1000 steps. FD to teacher: the "
+      f"same classifier's FD against the teacher's {full_steps}-step samples instead of real "
+      f"clips (how close a student's samples are to its teacher's as a set). FD, FD to teacher, "
+      f"temporal and detail err: lower is better; frame coherence (how well each frame is its predecessor "
       f"moved by up to 2 px): 1.0 on real clips, higher is better.\n")
-  keys = ("fd", "temporal_err", "detail_err", "coherence")
+  keys = ("fd", "fd_teacher", "temporal_err", "detail_err", "coherence")
   cell = lambda v, k: (f"{v[k]:.4g} ± {v[k + '_std']:.2g}" if k + "_std" in v else f"{v[k]:.4g}")
   rows = [(name, steps, *(cell(m[name][steps], k) for k in keys))
           for name in ("teacher", "cm", "dcm") for steps in m[name]]
-  main_t = markdown_table(["method", "steps", "FD", "temporal err", "detail err",
+  main_t = markdown_table(["method", "steps", "FD", "FD to teacher", "temporal err", "detail err",
                            "frame coherence"], rows)
-  n = c.student_seeds
-  wins = []
-  for steps in m["dcm"]:
-    diff = {k: np.subtract(m["dcm"][steps][k + "_per_seed"], m["cm"][steps][k + "_per_seed"])
-            for k in keys if k != "coherence"}
-    wins.append((steps, *(f"{d.mean():+.4g} ± {_standard_error(d):.2g} ({int((d < 0).sum())}/{n})"
-                          for d in diff.values())))
+  lower = keys[:-1]  # lower is better
+  wins = [(steps, *_paired_cells(m["dcm"][steps], m["cm"][steps], lower)) for steps in m["dcm"]]
   wins_t = markdown_table(["DCM - CM, paired by seed (mean ± standard error)", "FD (DCM lower in)",
-                           "temporal err (DCM lower in)", "detail err (DCM lower in)"], wins)
+                           "FD to teacher", "temporal err", "detail err"], wins)
+  ablate = str(c.ablation_steps)
+  fig3 = r["paper_fig3_vbench"]
+  half = lambda sem, det: f"{sem.upper()}'s semantic steps, {det.upper()}'s detail steps"
+  swap_rows = [(f"VCM: {half('cm', 'cm')}", f"{fig3['VCM']:.1f}", *(["0"] * len(lower)))]
+  swap_rows += [(f"{name}: {half(*EXPERT_SWAPS[name])}", f"{fig3[name]:.1f}",
+                 *_paired_cells(v, m["cm"][ablate], lower)) for name, v in r["expert_swap"].items()]
+  swap_rows.append((f"SemE+DetE: {half('dcm', 'dcm')}", f"{fig3['SemE+DetE']:.1f}",
+                    *_paired_cells(m["dcm"][ablate], m["cm"][ablate], lower)))
+  swap_t = markdown_table(["sampler halves (paper Fig. 3 name)", "paper VBench total",
+                           "FD - CM (lower in)", "FD to teacher - CM", "temporal err - CM",
+                           "detail err - CM"], swap_rows)
   abl = [(ABLATION_LABELS[k], *(v[x] for x in ("fd", "temporal_err", "detail_err")))
          for k, v in r["ablation"].items()]
   abl_t = markdown_table([f"variant ({c.ablation_steps} steps)", "FD", "temporal err",
@@ -405,8 +437,12 @@ def _markdown(c, r, full_steps) -> str:
   paper = markdown_table(["paper (VBench, Table 1)", "total", "quality", "semantic"],
                          [(k, *v) for k, v in r["paper_vbench_total_quality_semantic"].items()],
                          floatfmt=".2f")
-  fig3 = ", ".join(f"{k} {v}" for k, v in r["paper_fig3_vbench"].items())
   return "\n\n".join([header, main_t, wins_t,
+                      f"Which DCM expert helps (paper Fig. 3 asked of our students): the {ablate}-"
+                      "step sampler with its semantic steps (above the boundary) and detail steps "
+                      "(below) taken from CM or DCM of the same seed; paired differences against "
+                      "CM as above. Paper: VBench total (higher is better) of separately trained "
+                      "students, read off its chart.", swap_t,
                       f"Ablation (each DCM component off; distillation seed 0, "
                       f"{c.ablation_steps} steps):", abl_t,
                       *(["Where two experts trained apart differ (the full detail expert of the "
@@ -424,7 +460,7 @@ def _markdown(c, r, full_steps) -> str:
                       "differences (motion); -> marks the phase boundary:", tl_t,
                       "Paper figures, for direction (higher VBench is better; ours: lower is "
                       "better):",
-                      paper, f"Paper Fig. 3 (VBench total, read off the chart): {fig3}."])
+                      paper])
 
 
 if __name__ == "__main__":

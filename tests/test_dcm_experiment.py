@@ -47,6 +47,13 @@ def test_quick_preset_end_to_end(tmp_path):
     assert len(four["fd_per_seed"]) == 2
     assert four["fd"] == pytest.approx(sum(four["fd_per_seed"]) / 2)
   assert str(results["teacher_steps"]) in results["methods"]["teacher"]
+  assert results["methods"]["teacher"][str(results["teacher_steps"])]["fd_teacher"] == 0.0
+  assert results["methods"]["cm"]["4"]["fd_teacher"] > 0.0
+  swaps = results["expert_swap"]  # the 4-step sampler with CM's and DCM's halves exchanged
+  assert set(swaps) == {"SemE+VCM", "VCM+DetE"}
+  for name in swaps:
+    assert len(swaps[name]["temporal_err_per_seed"]) == 2
+    assert swaps[name]["fd"] != results["methods"]["cm"]["4"]["fd"]
   assert set(results["ablation"]) >= {"cm", "dcm", "no_tc", "full_detail", "attn_lora"}
   assert {"adaln", "to_q", "time_embed", "final"} <= set(results["expert_weight_difference"])
   disc = results["discriminator"]  # DCM's two seeds and the GAN-using ablations
@@ -63,6 +70,7 @@ def test_quick_preset_end_to_end(tmp_path):
   assert "| method | steps |" in markdown and "DCM - CM, paired by seed" in markdown
   assert "‖W_detail − W_semantic‖" in markdown
   assert "| stage with the GAN loss |" in markdown
+  assert "| sampler halves (paper Fig. 3 name) |" in markdown and "SemE+VCM" in markdown
   for name in ("samples.png", "per_timestep.png", "training.png", "samples.gif",
                "synthesis_timeline.png"):
     assert (tmp_path / name).stat().st_size > 0
