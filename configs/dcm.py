@@ -35,18 +35,36 @@ Deviations from the paper's code, for scale (also in the results header):
   - the CM baseline interleaves semantic- and detail-phase batches in the same numbers as DCM's two
     stages (same budget, same phase ends) with one set of weights.
 
-Measured, default preset (`--config=configs/dcm.py`; 52.3 min on 2 otherwise idle cores, peak
-memory 2.9 GB): one teacher, CM and DCM each distilled with 5 seeds (mean ± std). At 4 steps,
-FD / temporal err / detail err / frame coherence (FD classifier: digit acc 0.83, direction 0.75):
-  teacher, 51 steps: FD 79.7, coherence 0.70;  teacher, 4 steps: 217.9 / 0.046 / 0.49 / 0.72
-  CM:  61.5 ± 1.1 / 0.038 ± 0.001 / 0.20 ± 0.01 / 0.68
-  DCM: 66.9 ± 10 / 0.045 ± 0.008 / 0.15 ± 0.12 / 0.69
+Measured, default preset (`--config=configs/dcm.py`; 51.4 min on 2 otherwise idle cores, peak
+memory 2.9 GB; the same numbers as the two runs before it): one teacher, CM and DCM each distilled
+with 5 seeds (mean ± std). At 4 steps, FD / FD to teacher (the classifier's FD against the
+teacher's 51-step samples) / temporal err / detail err / frame coherence (FD classifier: digit
+acc 0.83, direction 0.75):
+  teacher, 51 steps: FD 79.7, coherence 0.70;  teacher, 4 steps: 217.9 / 57.5 / 0.046 / 0.49 / 0.72
+  CM:  61.5 ± 1.1 / 10.0 ± 1.4 / 0.038 ± 0.001 / 0.20 ± 0.01 / 0.68
+  DCM: 66.9 ± 10 / 17.5 ± 20 / 0.045 ± 0.008 / 0.15 ± 0.12 / 0.69
   DCM - CM paired by seed (mean ± standard error): FD +5.4 ± 4.9 (DCM lower in 2 of 5), temporal
   +0.0064 ± 0.0040 (lower in 1 of 5), detail -0.044 ± 0.059 (lower in 3 of 5). Per seed, DCM's
   temporal error is 0.040 / 0.048 / 0.038 / 0.059 / 0.038 against CM's 0.038 / 0.040 / 0.036 /
   0.038 / 0.039: three seeds at CM's level (one below it) and two whose detail expert drifted
-  (detail err 0.24 and 0.36). At 2 steps FD +0.5 ± 10 (2 of 5), temporal +0.008 (0 of 5), detail
-  +0.080 (0 of 5); at 1 step DCM is worse on every metric.
+  (detail err 0.24 and 0.36). FD to teacher +7.5 ± 9.8 (3 of 5). At 2 steps (one jump per phase,
+  the sampler the phased students are trained for) FD +0.5 ± 10 (2 of 5), FD to teacher +6.9 ±
+  3.4 (0 of 5), temporal +0.008 (0 of 5), detail +0.080 (0 of 5); at 1 step DCM is worse on every
+  metric. CM's 2-step samples are nearly the teacher's as a set (FD to teacher 0.68 ± 0.06) and
+  their FD is 83.9 ± 1.9, next to the teacher's 79.7; its 4-step samples leave the teacher (10.0)
+  and reach FD 61.5.
+  Which expert helps (the paper's Fig. 3 asked of these students: the 4-step sampler with CM's
+  and DCM's halves exchanged per seed, paired against CM; results.md): DCM's semantic expert with
+  CM's detail steps (SemE+VCM) brings the samples closer to the teacher in every seed (FD to
+  teacher -2.0 ± 0.4, 5 of 5; detail err -0.029 ± 0.001, 5 of 5) and raises FD in every seed
+  (+1.8 ± 0.3, 0 of 5); temporal +0.0008 ± 0.0005 (2 of 5). CM's semantic steps with DCM's detail
+  expert (VCM+DetE): FD to teacher +10 ± 11 (3 of 5), FD +4.7 ± 4.1 (2 of 5), temporal +0.0049 ±
+  0.0040 (3 of 5): the drifting detail expert is where DCM loses. A scratch probe with the paper's
+  Fig. 3 experts (a full detail expert trained from the teacher on the detail phase alone, plain
+  CD, 800 steps; 5 seeds): VCM+DetE FD +2.7 ± 0.8 (0 of 5), temporal -0.0009 ± 0.0005 (4 of 5),
+  detail -0.028 (4 of 5); SemE+DetE FD +4.7 ± 1.1 (0 of 5), temporal -0.0002 ± 0.0006 (3 of 5),
+  detail -0.055 (5 of 5). Each dedicated expert makes its half follow the teacher more closely,
+  and each time FD against real clips gets worse.
   Ablation (seed 0, 4 steps; FD / temporal / detail): CM 60.9 / 0.0383 / 0.19; DCM 81.6 / 0.0397 /
   0.052; - TC 69.9 / 0.0423 / 0.085; - GAN 66.2 / 0.0387 / 0.096; - FM 92.0 / 0.0399 / 0.069; -
   GAN and FM 63.2 / 0.0420 / 0.145; full detail expert 80.7 / 0.0389 / 0.071; LoRA on attention
@@ -57,30 +75,37 @@ What reproduces: the few-step students approach the teacher and pass it on FD (6
 against 218 for the teacher's own 4 steps and 79.7 for its 51); the diagnosis: the single
 student's CD loss and gradient norm are 4.5x and 2.6x larger on the detail phase at init; DCM's
 own semantic expert reaches a lower semantic-phase loss than the shared CM student (3.2e-4 vs
-4.4e-4); DCM's detail error is the lowest of all variants in its good seeds (0.05 against CM's
-0.19); within DCM (seed 0), the Temporal Coherence Loss lowers the temporal error (0.040 vs
-0.042 without it), and so do GAN + FM (0.040 vs 0.042 without both).
+4.4e-4), and its state at the phase boundary is closer to the teacher's path from the same noise
+(MSE 0.00077 against CM's 0.00107 / 0.00112, seeds 0 / 1, scratch probe); with CM's detail
+steps it brings the 4-step samples closer to the teacher in all 5 seeds (above); DCM's detail
+error is the lowest of all variants in its good seeds (0.05 against CM's 0.19). The ablation
+rows of TC, GAN and FM (seed 0) differ by 0.002-0.004 in temporal error, but the seed-to-seed
+spread of DCM itself is 0.008, and the semantic experts trained with and without TC are equal to
+two digits (boundary MSE 0.00077 / 0.00077 and 0.00077 / 0.00076): TC's gradient is about 2% of
+the consistency term's, and the differences come from the detail stage, which amplifies small
+changes. At this scale the ablation cannot attribute a gain to TC, GAN or FM.
 What does NOT reproduce at this scale: DCM's lower FD and temporal error than CM. Two things stand
 in the way. (1) FD and closeness to the teacher pull apart here: the teacher's own FD (79.7) is
-worse than the students' (61), so a student that follows the teacher's samples more closely
-also moves towards the teacher's FD. Across the run's 17 students (10 seeds and 7 ablations),
-FD and detail error correlate at -0.79; across DCM's seeds, FD and temporal error at -0.76. In
-the paper the teacher's VBench total (83.87) is above every student's, so the two goals agree;
-with this teacher "approach the teacher" and "lower FD than CM" pull against each other. A longer
-teacher does not change that (scratch probe): at 12k / 16k / 20k steps its FD is 73.9 / 72.5 /
-69.8, and students distilled from the 20k teacher (seeds 0, 1) again pass it: CM 55.6 / 55.7, DCM
-53.6 / 70.6, with temporal error 0.047 / 0.047 (CM) and 0.065 / 0.054 (DCM). Nor does FD here
-reward blur: a 0.5-px Gaussian blur raises the teacher's FD from 79.7 to 135, and more Euler
-steps lower it (8 steps 125, 200 steps 75). (2) The discriminator does not tell the student's jump
+worse than the students' (61), so a student that follows the teacher's samples more closely also
+moves towards the teacher's FD. Across the run's 17 students (10 seeds and 7 ablations), FD and
+detail error correlate at -0.79; across DCM's seeds, FD and temporal error at -0.76. In the paper
+the teacher's VBench total (83.87) is above every student's, so the two goals agree; with this
+teacher "approach the teacher" and "lower FD than CM" pull against each other. A longer teacher does
+not change that (scratch probe): at 12k / 16k / 20k steps its FD is 73.9 / 72.5 / 69.8, and students
+distilled from the 20k teacher (seeds 0, 1) again pass it: CM 55.6 / 55.7, DCM 53.6 / 70.6, with
+temporal error 0.047 / 0.047 (CM) and 0.065 / 0.054 (DCM). Nor does FD here reward blur: a 0.5-px
+Gaussian blur raises the teacher's FD from 79.7 to 135, and more Euler steps lower it (8 steps 125,
+200 steps 75). Training the teacher on uniform noise levels instead of shift-3 ones does not help
+either: FD 79.8 at 8k steps (shift 3: 79.7). (2) The discriminator does not tell the student's jump
 from the teacher's target. Its hinge loss over the last quarter of every detail stage is
-1.997-2.001, against 2.0 for one that cannot tell them apart (results.json `discriminator`; a
-replay of seed 1 shows it there from step 100 on). Yet adding the GAN term makes the detail
-expert's gradient norm 1.1-6.3x that of the consistency term alone (seed 1, every 100 steps), so
-it moves the adapters along directions the discriminator does not rely on: DCM's detail error
-spreads 0.05-0.36 across seeds, CM's 0.18-0.21. A smaller adversarial weight (0.02 instead of the
-paper's 0.1; seeds 0, 1, 3, scratch probe) shrinks the drift (temporal 0.038 / 0.041 / 0.041
-against 0.040 / 0.048 / 0.059) but does not beat CM (0.038 / 0.040 / 0.038), and FD is 68 / 63 /
-62 against CM's 61 / 60 / 61. The default keeps the paper's 0.1.
+1.997-2.001, against 2.0 for one that cannot tell them apart (results.json `discriminator`; a replay
+of seed 1 shows it there from step 100 on). Yet adding the GAN term makes the detail expert's
+gradient norm 1.1-6.3x that of the consistency term alone (seed 1, every 100 steps), so it moves the
+adapters along directions the discriminator does not rely on: DCM's detail error spreads 0.05-0.36
+across seeds, CM's 0.18-0.21. A smaller adversarial weight (0.02 instead of the paper's 0.1; seeds
+0, 1, 3, scratch probe) shrinks the drift (temporal 0.038 / 0.041 / 0.041 against 0.040 / 0.048 /
+0.059) but does not beat CM (0.038 / 0.040 / 0.038), and FD is 68 / 63 / 62 against CM's 61 / 60 /
+61. The default keeps the paper's 0.1.
 Why the detail expert adapts the adaLN layers (`lora_adaln`; seed-0 probes, scratch scripts): with
 the paper's attention-only LoRA, the detail expert fits the detail phase no better than the
 teacher it started from. Its held-out detail-phase CD loss (512 test clips) is 0.0050, the

@@ -5,8 +5,8 @@
 Writes DIR/results.json ({"methods": {"teacher"|"cm"|"dcm": {"<steps>": {fd, fd_teacher,
 temporal_err, detail_err, coherence}}}, "expert_swap": ..., "ablation": ..., "per_timestep": ...};
 for cm, dcm and the expert swaps each metric is the mean over `student_seeds` distillation seeds,
-with `<metric>_std` and `<metric>_per_seed` beside it), DIR/results.md, samples.png, samples.gif, per_timestep.png, synthesis_timeline.png and
-training.png.
+with `<metric>_std` and `<metric>_per_seed` beside it), DIR/results.md, samples.png, samples.gif,
+per_timestep.png, synthesis_timeline.png and training.png.
 """
 from __future__ import annotations
 
@@ -383,8 +383,8 @@ def _markdown(c, r, full_steps) -> str:
       f"{c.semantic_steps} + {c.detail_steps} instead of 1500 + 1000 steps. FD to teacher: the "
       f"same classifier's FD against the teacher's {full_steps}-step samples instead of real "
       f"clips (how close a student's samples are to its teacher's as a set). FD, FD to teacher, "
-      f"temporal and detail err: lower is better; frame coherence (how well each frame is its predecessor "
-      f"moved by up to 2 px): 1.0 on real clips, higher is better.\n")
+      f"temporal and detail err: lower is better; frame coherence (how well each frame is its "
+      f"predecessor moved by up to 2 px): 1.0 on real clips, higher is better.\n")
   keys = ("fd", "fd_teacher", "temporal_err", "detail_err", "coherence")
   cell = lambda v, k: (f"{v[k]:.4g} ± {v[k + '_std']:.2g}" if k + "_std" in v else f"{v[k]:.4g}")
   rows = [(name, steps, *(cell(m[name][steps], k) for k in keys))
@@ -400,7 +400,8 @@ def _markdown(c, r, full_steps) -> str:
   half = lambda sem, det: f"{sem.upper()}'s semantic steps, {det.upper()}'s detail steps"
   swap_rows = [(f"VCM: {half('cm', 'cm')}", f"{fig3['VCM']:.1f}", *(["0"] * len(lower)))]
   swap_rows += [(f"{name}: {half(*EXPERT_SWAPS[name])}", f"{fig3[name]:.1f}",
-                 *_paired_cells(v, m["cm"][ablate], lower)) for name, v in r["expert_swap"].items()]
+                 *_paired_cells(v, m["cm"][ablate], lower))
+                for name, v in r["expert_swap"].items()]
   swap_rows.append((f"SemE+DetE: {half('dcm', 'dcm')}", f"{fig3['SemE+DetE']:.1f}",
                     *_paired_cells(m["dcm"][ablate], m["cm"][ablate], lower)))
   swap_t = markdown_table(["sampler halves (paper Fig. 3 name)", "paper VBench total",
