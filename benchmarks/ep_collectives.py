@@ -32,13 +32,13 @@ def measure(d, f, e, k, tokens_per_device, dtype, dispatch, devices):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from moe_jax.layers.moe import MoE
+  from moe_jax.layers.moe import MoE, MoEConfig
   from moe_jax.parallel import partitioning
   from moe_jax.parallel.expert_parallel import (all_to_all_bytes, all_to_all_shapes,
                                                 count_all_to_all)
   from moe_jax.parallel.mesh import make_mesh
 
-  layer = MoE(num_experts=e, top_k=k, d_ff=f, dispatch=dispatch, capacity_factor=1.25,
+  layer = MoE(MoEConfig(num_experts=e, top_k=k, d_ff=f, dispatch=dispatch, capacity_factor=1.25),
               dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
   x = jax.ShapeDtypeStruct((devices, tokens_per_device, d), jnp.dtype(dtype))
   params = nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x))["params"]

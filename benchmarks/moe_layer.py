@@ -37,7 +37,7 @@ import numpy as np
 
 from moe_jax.layers import dispatch as dispatch_lib
 from moe_jax.layers import grouped_matmul
-from moe_jax.layers.moe import MoE
+from moe_jax.layers.moe import MoE, MoEConfig
 from moe_jax.utils.reporting import markdown_table, progress, write_results
 
 SHAPES = {
@@ -65,7 +65,7 @@ def default_impl() -> str:
 
 def _jax_fns(d, f, e, k, normalize, fields, x, cotangent, seed):
   """(params, forward(params, x), forward+backward(params, x)), compiled, for one MoE config."""
-  layer = MoE(num_experts=e, top_k=k, d_ff=f, normalize_topk=normalize, **fields)
+  layer = MoE(MoEConfig(num_experts=e, top_k=k, d_ff=f, normalize_topk=normalize, **fields))
   params = nn.unbox(layer.init(jax.random.key(seed), x[:, :8])["params"])
   forward = lambda p, x: layer.apply({"params": p}, x)
 

@@ -4,33 +4,28 @@ Shapes as published: 16 layers, d_model 2048, 16 heads, 64 experts of SwiGLU wid
 softmax top-8 routing (not renormalised), vocabulary 50304, untied embeddings; load-balancing
 loss 0.01 and router z-loss 0.001 as in the paper. 6,919,096,320 parameters here, 1.28B active
 (OLMoE's q/k norms add 65,536 more; the model-zoo loader adds them). Checked by
-tests/test_configs.py with jax.eval_shape.
+tests/models/test_configs.py with jax.eval_shape.
 
-  python -m experiments.train --config=configs/olmoe_1b_7b.py --workdir=DIR  (accelerators)
+  python -m experiments.train --config=configs/olmoe_1b_7b.py --workdir=DIR \
+      --config.data.files=/data/train.jsonl   (accelerators)
 """
-import ml_collections
+from configs import common
+from moe_jax.train.lm_experiment import LMExperimentConfig
 
-from moe_jax.parallel.partitioning import DEFAULT_RULES
 
-
-def get_config(preset: str = "") -> ml_collections.ConfigDict:
+def get_config(preset: str = "") -> LMExperimentConfig:
   del preset
-  c = ml_collections.ConfigDict()
-  c.model = dict(
+  model = dict(
       vocab_size=50304, d_model=2048, num_layers=16, num_heads=16, num_kv_heads=16,
       d_ff=1024, activation="swiglu", max_len=4096, rope_theta=10000.0, norm_eps=1e-5,
-      tie_embeddings=False, moe_layers="all", num_experts=64, top_k=8, expert_d_ff=1024,
-      router="topk", normalize_topk=False, dispatch="auto", load_balance_coef=0.01,
-      z_loss_coef=0.001, dtype="bfloat16", param_dtype="float32")
-  c.train = dict(num_steps=100000, batch_size=1024, seq_len=4096, lr=4e-4, warmup_steps=2500,
-                 weight_decay=0.1, grad_clip=1.0, seed=0, log_every=10, eval_every=1000,
-                 eval_batch_size=256, save_every=1000, keep=3)
-  c.data = dict(sources=["files"], files=[], text_field="text", val_every=100,
-                max_eval_windows=256)
-  c.compare_dense = False
+      tie_embeddings=False, moe_layers="all", dtype="bfloat16", param_dtype="float32",
+      moe=dict(num_experts=64, top_k=8, d_ff=1024, router="topk", normalize_topk=False,
+               dispatch="auto", load_balance_coef=0.01, z_loss_coef=0.001))
+  train = common.lm_train(num_steps=100000, batch_size=1024, seq_len=4096, lr=4e-4,
+                          warmup_steps=2500, log_every=10, eval_every=1000,
+                          eval_batch_size=256, save_every=1000, keep=3)
+  data = common.shipped_text(sources=("files",), val_every=100)
   # 64 experts over an 8-way `expert` axis (8 per device), parameters over `fsdp`.
-  c.parallel = dict(mesh="data:1,fsdp:-1,expert:8,tensor:1", rules=DEFAULT_RULES,
-                    # distributed=True on a multi-host pod (WORKSPACE.md, "Scaling out")
-                    distributed=False, coordinator_address="", num_processes=0,
-                    process_id=-1)
-  return ml_collections.ConfigDict(c)
+  parallel = common.parallel("data:1,fsdp:-1,expert:8,tensor:1")
+  return LMExperimentConfig.from_dict(dict(model=model, train=train, data=data,
+                                           parallel=parallel))

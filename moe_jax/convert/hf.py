@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from typing import Any, Callable, Optional
@@ -38,6 +37,7 @@ from moe_jax.convert.hf_tensors import Tensor, tensor_map
 from moe_jax.models.config import DTYPES, LMConfig
 from moe_jax.models.lm import MoELM
 from moe_jax.utils.errors import check_choice, require
+from moe_jax.utils.trees import param_count
 
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
@@ -154,6 +154,25 @@ def _check_unused(ckpt: Checkpoint, used: set, cfg: LMConfig) -> None:
           "check config.json (biases, q/k norms, shared experts, layer count) against the weights")
 
 
+def untie_scaled_head(cfg: LMConfig, variables: dict) -> tuple[LMConfig, dict]:
+  """A tied head with scaled logits (this suite's training default: logits = x E^T / sqrt(D))
+  as the equivalent untied head lm_head = E^T / sqrt(D), which every HF family expresses.
+
+  Other configs come back unchanged.
+  """
+  if not (cfg.tie_embeddings and cfg.scale_tied_logits):
+    return cfg, variables
+  params = dict(variables["params"])
+  embedding = jnp.asarray(params["embed"]["embedding"], jnp.float32)
+  dtype = params["embed"]["embedding"].dtype
+  head = {"kernel": (embedding.T / np.sqrt(cfg.d_model)).astype(dtype)}
+  if cfg.lm_head_bias:
+    head["bias"] = params.pop("lm_head_bias")
+  params["lm_head"] = head
+  untied = dataclasses.replace(cfg, tie_embeddings=False, scale_tied_logits=False)
+  return untied, {**variables, "params": params}
+
+
 def save_pretrained(module: MoELM, variables: dict, path: str,
                     architecture: Optional[str] = None, dtype: Optional[str] = None,
                     max_shard_bytes: int = 5 * 2**30) -> None:
@@ -161,17 +180,17 @@ def save_pretrained(module: MoELM, variables: dict, path: str,
 
   Args:
     module: the MoELM whose config describes `variables` (after a compression that changed the
-      number or width of experts, pass a module whose config has the new num_experts /
-      expert_d_ff).
+      number or width of experts, pass a module whose config has the new moe.num_experts /
+      moe.d_ff). A tied head with scaled logits is written as its exact untied equivalent
+      (`untie_scaled_head`).
     variables: {"params": ...[, "moe_bias": ...]} or the bare params.
     architecture: e.g. "MixtralForCausalLM"; default inferred from the config's layout.
     dtype: dtype of the written tensors; default the config's param_dtype.
   """
-  cfg = module.cfg
   if "params" not in variables:
     variables = {"params": variables}
+  cfg, variables = untie_scaled_head(module.cfg, nn.unbox(variables))
   arch = architecture or hf_config.infer_architecture(cfg)
-  variables = nn.unbox(variables)
   dtype = dtype or cfg.param_dtype
   check_choice("dtype", dtype, DTYPES)
   hf = hf_config.to_hf(cfg, arch, dtype)
@@ -209,5 +228,5 @@ def save_pretrained(module: MoELM, variables: dict, path: str,
 def count_params(cfg: LMConfig) -> tuple[int, int]:
   """(total, active per token) parameter counts of MoELM(cfg) by jax.eval_shape (no memory)."""
   shapes = jax.eval_shape(MoELM(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-  total = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
+  total = param_count(shapes["params"])
   return total, cfg.active_params(total)

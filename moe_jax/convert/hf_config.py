@@ -78,8 +78,13 @@ def _common(hf: dict, default_theta: float) -> dict:
       head_dim=head_dim, max_len=hf.get("max_position_embeddings", 4096),
       norm_eps=float(_get(hf, "rms_norm_eps", default=1e-6)),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)), scale_tied_logits=False,
-      activation="swiglu", router="topk", capacity_factor=0.0, load_balance_coef=0.0,
-      **_rope(hf, default_theta))
+      activation="swiglu", **_rope(hf, default_theta))
+
+
+def _moe(hf: dict, num_experts: int, d_ff: int, **fields) -> dict:
+  """The `moe` section: dropless top-k routing, no balance loss, unless `fields` say otherwise."""
+  return dict(num_experts=num_experts, top_k=hf["num_experts_per_tok"], d_ff=d_ff,
+              router="topk", capacity_factor=0.0, load_balance_coef=0.0, **fields)
 
 
 def _sliding(hf: dict, flag: str | None) -> int:
@@ -115,43 +120,44 @@ def _from_hf(hf: dict) -> tuple[LMConfig, str]:
   family = ARCHITECTURES[arch]
   if family == "mixtral":
     c = _common(hf, 1e6)
-    c.update(num_experts=hf["num_local_experts"], top_k=hf["num_experts_per_tok"],
-             expert_d_ff=hf["intermediate_size"], d_ff=hf["intermediate_size"],
-             normalize_topk=True, sliding_window=_sliding(hf, None))
+    c.update(d_ff=hf["intermediate_size"], sliding_window=_sliding(hf, None),
+             moe=_moe(hf, hf["num_local_experts"], hf["intermediate_size"],
+                      normalize_topk=True))
   elif family in ("qwen2_moe", "qwen3_moe"):
     c = _common(hf, 1e4)
-    c.update(num_experts=_get(hf, "num_experts", "num_local_experts"),
-             top_k=hf["num_experts_per_tok"], expert_d_ff=hf["moe_intermediate_size"],
-             d_ff=hf["intermediate_size"], normalize_topk=bool(hf.get("norm_topk_prob", False)),
-             moe_layers=_qwen_moe_layers(hf),
+    moe = dict(num_experts=_get(hf, "num_experts", "num_local_experts"),
+               d_ff=hf["moe_intermediate_size"],
+               normalize_topk=bool(hf.get("norm_topk_prob", False)))
+    c.update(d_ff=hf["intermediate_size"], moe_layers=_qwen_moe_layers(hf),
              sliding_window=_sliding(hf, "use_sliding_window"))
     if family == "qwen2_moe":
       require(not hf.get("use_sliding_window"), "use_sliding_window",
               "Qwen2-MoE's sliding window on alternate layers is not supported",
               "set use_sliding_window=false")
-      c.update(qkv_bias=bool(hf.get("qkv_bias", True)),
-               shared_d_ff=hf["shared_expert_intermediate_size"], shared_gate=True)
+      c.update(qkv_bias=bool(hf.get("qkv_bias", True)))
+      moe.update(shared_d_ff=hf["shared_expert_intermediate_size"], shared_gate=True)
     else:
       bias = bool(hf.get("attention_bias", False))
       c.update(qkv_bias=bias, o_bias=bias, qk_norm="head")
+    c["moe"] = _moe(hf, **moe)
   elif family == "olmoe":
     c = _common(hf, 1e4)
     bias = bool(hf.get("attention_bias", False))
-    c.update(num_experts=hf["num_experts"], top_k=hf["num_experts_per_tok"],
-             expert_d_ff=hf["intermediate_size"], d_ff=hf["intermediate_size"],
-             normalize_topk=bool(hf.get("norm_topk_prob", False)), qkv_bias=bias, o_bias=bias,
-             qk_norm="full", clip_qkv=float(hf.get("clip_qkv") or 0.0), head_dim=None)
+    c.update(d_ff=hf["intermediate_size"], qkv_bias=bias, o_bias=bias, qk_norm="full",
+             clip_qkv=float(hf.get("clip_qkv") or 0.0), head_dim=None,
+             moe=_moe(hf, hf["num_experts"], hf["intermediate_size"],
+                      normalize_topk=bool(hf.get("norm_topk_prob", False))))
   elif family == "phimoe":
     c = _common(hf, 1e6)
     require(hf["num_experts_per_tok"] == 2, "num_experts_per_tok",
             f"sparsemixer routes 2 experts, got {hf['num_experts_per_tok']}",
             "use num_experts_per_tok=2")
     bias = bool(hf.get("attention_bias", False))
-    c.update(num_experts=hf["num_local_experts"], top_k=2, expert_d_ff=hf["intermediate_size"],
-             d_ff=hf["intermediate_size"], router="sparsemixer",
-             router_jitter_eps=float(hf.get("router_jitter_noise", 0.01)), qkv_bias=bias,
-             o_bias=bias, norm="layernorm", lm_head_bias=bool(hf.get("lm_head_bias", False)),
-             sliding_window=_sliding(hf, None))
+    moe = _moe(hf, hf["num_local_experts"], hf["intermediate_size"])
+    moe.update(router="sparsemixer", jitter_eps=float(hf.get("router_jitter_noise", 0.01)))
+    c.update(d_ff=hf["intermediate_size"], qkv_bias=bias, o_bias=bias, norm="layernorm",
+             lm_head_bias=bool(hf.get("lm_head_bias", False)),
+             sliding_window=_sliding(hf, None), moe=moe)
   else:  # deepseek_v3
     c = _common(hf, 1e4)
     for field, want in (("scoring_func", "sigmoid"), ("topk_method", "noaux_tc"),
@@ -159,40 +165,42 @@ def _from_hf(hf: dict) -> tuple[LMConfig, str]:
       require(hf.get(field, want) == want, field,
               f"{hf.get(field)!r} is not DeepSeek-V3's routing", f"use {field}={want!r}")
     bias = bool(hf.get("attention_bias", False))
-    c.update(num_experts=hf["n_routed_experts"], top_k=hf["num_experts_per_tok"],
-             expert_d_ff=hf["moe_intermediate_size"], d_ff=hf["intermediate_size"],
-             shared_d_ff=hf["moe_intermediate_size"] * (hf.get("n_shared_experts") or 0),
-             router="sigmoid_group", n_group=hf.get("n_group") or 1,
-             topk_group=hf.get("topk_group") or 1,
-             routed_scaling_factor=float(hf.get("routed_scaling_factor", 1.0)),
-             normalize_topk=bool(hf.get("norm_topk_prob", True)),
-             first_dense=hf.get("first_k_dense_replace") or 0, attention="mla",
+    moe = _moe(hf, hf["n_routed_experts"], hf["moe_intermediate_size"])
+    moe.update(shared_d_ff=hf["moe_intermediate_size"] * (hf.get("n_shared_experts") or 0),
+               router="sigmoid_group", n_group=hf.get("n_group") or 1,
+               topk_group=hf.get("topk_group") or 1,
+               routed_scaling_factor=float(hf.get("routed_scaling_factor", 1.0)),
+               normalize_topk=bool(hf.get("norm_topk_prob", True)))
+    c.update(d_ff=hf["intermediate_size"], moe=moe, first_dense=hf.get("first_k_dense_replace") or 0, attention="mla",
              q_lora_rank=hf.get("q_lora_rank") or 0, kv_lora_rank=hf["kv_lora_rank"],
              qk_nope_head_dim=hf["qk_nope_head_dim"], qk_rope_head_dim=hf["qk_rope_head_dim"],
              v_head_dim=hf["v_head_dim"], rope_interleave=bool(hf.get("rope_interleave", True)),
              qkv_bias=bias, o_bias=bias, head_dim=None, num_kv_heads=hf["num_attention_heads"])
-  return LMConfig(**c), arch
+  return LMConfig.from_dict(c, path=""), arch
 
 
 def infer_architecture(cfg: LMConfig) -> str:
   """The family whose layout an LMConfig has (for saving a model not loaded from a checkpoint)."""
   if cfg.attention == "mla":
     return "DeepseekV3ForCausalLM"
-  if cfg.norm == "layernorm" or cfg.router == "sparsemixer":
+  if cfg.norm == "layernorm" or cfg.moe.router == "sparsemixer":
     return "PhimoeForCausalLM"
   if cfg.qk_norm == "full":
     return "OlmoeForCausalLM"
   if cfg.qk_norm == "head":
     return "Qwen3MoeForCausalLM"
-  if cfg.shared_d_ff:
+  if cfg.moe.shared_d_ff:
     return "Qwen2MoeForCausalLM"
   return "MixtralForCausalLM"
 
 
 def _expect(cfg: LMConfig, arch: str, **wanted) -> None:
-  for field, value in wanted.items():
-    got = getattr(cfg, field)
-    require(got == value, field, f"{arch} needs {field}={value!r}, the model has {got!r}",
+  """Requires each field (`moe__x` names cfg.moe.x) to have the value `arch` needs."""
+  for key, value in wanted.items():
+    section, _, field = key.rpartition("__")
+    got = getattr(cfg.moe if section else cfg, field)
+    name = f"moe.{field}" if section else field
+    require(got == value, name, f"{arch} needs {name}={value!r}, the model has {got!r}",
             "save as another architecture or change the model")
 
 
@@ -214,62 +222,63 @@ def to_hf(cfg: LMConfig, arch: str, dtype: str) -> dict:
             hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
             max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
-            tie_word_embeddings=cfg.tie_embeddings, num_experts_per_tok=cfg.top_k,
+            tie_word_embeddings=cfg.tie_embeddings, num_experts_per_tok=cfg.moe.top_k,
             dtype=dtype, **_rope_out(cfg))
   if family != "deepseek_v3":
     _expect(cfg, arch, attention="gqa", rope_interleave=False)
   if family != "olmoe":
     hf["head_dim"] = cfg.head_width
   if family in ("mixtral", "phimoe"):
-    _expect(cfg, arch, shared_d_ff=0, qk_norm="none", clip_qkv=0.0)
+    _expect(cfg, arch, moe__shared_d_ff=0, qk_norm="none", clip_qkv=0.0)
     require(len(moe) == cfg.num_layers, "moe_layers", f"{arch} has an MoE FFN in every layer",
             "use moe_layers='all'")
-    hf.update(num_local_experts=cfg.num_experts, intermediate_size=cfg.expert_d_ff,
+    hf.update(num_local_experts=cfg.moe.num_experts, intermediate_size=cfg.moe.d_ff,
               sliding_window=cfg.sliding_window or None)
   if family == "mixtral":
-    _expect(cfg, arch, router="topk", normalize_topk=True, qkv_bias=False, o_bias=False,
+    _expect(cfg, arch, moe__router="topk", moe__normalize_topk=True, qkv_bias=False, o_bias=False,
             norm="rmsnorm", lm_head_bias=False)
   elif family == "phimoe":
-    _expect(cfg, arch, router="sparsemixer", qkv_bias=cfg.o_bias, norm="layernorm")
-    hf.update(router_jitter_noise=cfg.router_jitter_eps, attention_bias=cfg.qkv_bias,
+    _expect(cfg, arch, moe__router="sparsemixer", qkv_bias=cfg.o_bias, norm="layernorm")
+    hf.update(router_jitter_noise=cfg.moe.jitter_eps, attention_bias=cfg.qkv_bias,
               lm_head_bias=cfg.lm_head_bias, input_jitter_noise=0.0)
   elif family in ("qwen2_moe", "qwen3_moe"):
-    _expect(cfg, arch, router="topk", norm="rmsnorm", lm_head_bias=False, clip_qkv=0.0)
-    hf.update(num_experts=cfg.num_experts, moe_intermediate_size=cfg.expert_d_ff,
-              intermediate_size=cfg.d_ff, norm_topk_prob=cfg.normalize_topk,
+    _expect(cfg, arch, moe__router="topk", norm="rmsnorm", lm_head_bias=False, clip_qkv=0.0)
+    hf.update(num_experts=cfg.moe.num_experts, moe_intermediate_size=cfg.moe.d_ff,
+              intermediate_size=cfg.d_ff, norm_topk_prob=cfg.moe.normalize_topk,
               decoder_sparse_step=1,
               mlp_only_layers=[i for i in range(cfg.num_layers) if i not in moe],
               use_sliding_window=bool(cfg.sliding_window),
               sliding_window=cfg.sliding_window or None)
     if family == "qwen2_moe":
-      _expect(cfg, arch, qk_norm="none", shared_gate=True, o_bias=False, sliding_window=0)
-      hf.update(qkv_bias=cfg.qkv_bias, shared_expert_intermediate_size=cfg.shared_d_ff)
+      _expect(cfg, arch, qk_norm="none", moe__shared_gate=True, o_bias=False, sliding_window=0)
+      hf.update(qkv_bias=cfg.qkv_bias, shared_expert_intermediate_size=cfg.moe.shared_d_ff)
     else:
-      _expect(cfg, arch, qk_norm="head", shared_d_ff=0, o_bias=cfg.qkv_bias)
+      _expect(cfg, arch, qk_norm="head", moe__shared_d_ff=0, o_bias=cfg.qkv_bias)
       hf.update(attention_bias=cfg.qkv_bias)
   elif family == "olmoe":
-    _expect(cfg, arch, router="topk", norm="rmsnorm", qk_norm="full", shared_d_ff=0,
+    _expect(cfg, arch, moe__router="topk", norm="rmsnorm", qk_norm="full", moe__shared_d_ff=0,
             o_bias=cfg.qkv_bias, lm_head_bias=False, sliding_window=0)
     require(cfg.head_width * cfg.num_heads == cfg.d_model, "head_dim",
             "OLMoE's head width is d_model / num_heads", "set head_dim=None")
     require(len(moe) == cfg.num_layers, "moe_layers", f"{arch} has an MoE FFN in every layer",
             "use moe_layers='all'")
-    hf.update(num_experts=cfg.num_experts, intermediate_size=cfg.expert_d_ff,
-              norm_topk_prob=cfg.normalize_topk, attention_bias=cfg.qkv_bias,
+    hf.update(num_experts=cfg.moe.num_experts, intermediate_size=cfg.moe.d_ff,
+              norm_topk_prob=cfg.moe.normalize_topk, attention_bias=cfg.qkv_bias,
               clip_qkv=cfg.clip_qkv or None)
   else:  # deepseek_v3
-    _expect(cfg, arch, attention="mla", router="sigmoid_group", norm="rmsnorm",
-            qkv_bias=cfg.o_bias, lm_head_bias=False, sliding_window=0, shared_gate=False)
+    _expect(cfg, arch, attention="mla", moe__router="sigmoid_group", norm="rmsnorm",
+            qkv_bias=cfg.o_bias, lm_head_bias=False, sliding_window=0, moe__shared_gate=False)
     require(moe == tuple(range(cfg.first_dense, cfg.num_layers)), "moe_layers",
             "DeepSeek-V3 has MoE FFNs in every layer from first_k_dense_replace on",
             "use moe_layers='all' with first_dense")
-    require(cfg.shared_d_ff % cfg.expert_d_ff == 0, "shared_d_ff",
-            f"{cfg.shared_d_ff} is not a multiple of expert_d_ff={cfg.expert_d_ff}",
-            "use n_shared_experts * expert_d_ff")
-    hf.update(n_routed_experts=cfg.num_experts, moe_intermediate_size=cfg.expert_d_ff,
-              intermediate_size=cfg.d_ff, n_shared_experts=cfg.shared_d_ff // cfg.expert_d_ff,
-              routed_scaling_factor=cfg.routed_scaling_factor, n_group=cfg.n_group,
-              topk_group=cfg.topk_group, norm_topk_prob=cfg.normalize_topk,
+    m = cfg.moe
+    require(m.shared_d_ff % m.d_ff == 0, "moe.shared_d_ff",
+            f"{m.shared_d_ff} is not a multiple of moe.d_ff={m.d_ff}",
+            "use n_shared_experts * moe.d_ff")
+    hf.update(n_routed_experts=m.num_experts, moe_intermediate_size=m.d_ff,
+              intermediate_size=cfg.d_ff, n_shared_experts=m.shared_d_ff // m.d_ff,
+              routed_scaling_factor=m.routed_scaling_factor, n_group=m.n_group,
+              topk_group=m.topk_group, norm_topk_prob=m.normalize_topk,
               first_k_dense_replace=cfg.first_dense, q_lora_rank=cfg.q_lora_rank or None,
               kv_lora_rank=cfg.kv_lora_rank, qk_nope_head_dim=cfg.qk_nope_head_dim,
               qk_rope_head_dim=cfg.qk_rope_head_dim, v_head_dim=cfg.v_head_dim,

@@ -120,7 +120,7 @@ def _mlp(path, prefix, d, f) -> list[Tensor]:
 
 
 def _moe(cfg: LMConfig, family: str, path, layer) -> list[Tensor]:
-  e, d, f = cfg.num_experts, cfg.d_model, cfg.expert_d_ff
+  e, d, f = cfg.moe.num_experts, cfg.d_model, cfg.moe.d_ff
   w1w3 = family in ("mixtral", "phimoe")
   hub = f"{layer}.block_sparse_moe" if w1w3 else f"{layer}.mlp"
   names = ("w1", "w3", "w2") if w1w3 else ("gate_proj", "up_proj", "down_proj")
@@ -143,9 +143,9 @@ def _moe(cfg: LMConfig, family: str, path, layer) -> list[Tensor]:
   if family == "deepseek_v3":
     t.append(_copy(path + ("router", "e_score_correction_bias"), (e,),
                    f"{hub}.gate.e_score_correction_bias", "moe_bias"))
-    t += _mlp(path + ("shared_experts", "mlp"), f"{hub}.shared_experts", d, cfg.shared_d_ff)
-  elif cfg.shared_d_ff:
-    t += _mlp(path + ("shared_experts", "mlp"), f"{hub}.shared_expert", d, cfg.shared_d_ff)
+    t += _mlp(path + ("shared_experts", "mlp"), f"{hub}.shared_experts", d, cfg.moe.shared_d_ff)
+  elif cfg.moe.shared_d_ff:
+    t += _mlp(path + ("shared_experts", "mlp"), f"{hub}.shared_expert", d, cfg.moe.shared_d_ff)
     t.append(_linear(path + ("shared_experts", "gate", "kernel"), (d, 1),
                      f"{hub}.shared_expert_gate.weight"))
   return t

@@ -11,6 +11,8 @@ import numpy as np
 from moe_jax.customization import digits, idx
 from moe_jax.utils.errors import check_choice, require
 
+SOURCES = ("digits", "emnist")
+
 
 def load(source: str, *, box: int = 20, emnist_dir: str = "",
          emnist_split: str = "") -> tuple[np.ndarray, np.ndarray, str]:
@@ -19,7 +21,7 @@ def load(source: str, *, box: int = 20, emnist_dir: str = "",
   'digits' is scikit-learn's shipped digits upsampled; 'emnist' concatenates EMNIST's train and
   test IDX files of `emnist_split` (the split below re-divides them).
   """
-  check_choice("data.source", source, ("digits", "emnist"))
+  check_choice("data.source", source, SOURCES)
   if source == "digits":
     images, labels = digits.load_digits28(box)
     return images, labels, "scikit-learn digits (8x8 upsampled to 28x28)"

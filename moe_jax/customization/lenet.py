@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from moe_jax.utils.errors import check_choice
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+POOLINGS = ("max", "avg")
 FEATURE_WIDTHS = {"fc1": 120, "fc2": 84}
 
 
@@ -32,7 +33,7 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, images):
     check_choice("ge.activation", self.activation, ACTIVATIONS)
-    check_choice("ge.pooling", self.pooling, ("max", "avg"))
+    check_choice("ge.pooling", self.pooling, POOLINGS)
     check_choice("ge.feature_layer", self.feature_layer, FEATURE_WIDTHS)
     act = ACTIVATIONS[self.activation]
     pool = nn.max_pool if self.pooling == "max" else nn.avg_pool

@@ -10,6 +10,9 @@ import jax
 
 from moe_jax.customization import gating
 
+# The three predictors a run compares: GE alone, LE alone, GE+LE+GN; each -> its key in `predict`.
+METHODS = {"ge": "ge_logits", "le": "le_logits", "moe": "logits"}
+
 
 def predict(ge: nn.Module, ge_params, le: nn.Module, le_params, gn: nn.Module, gn_params,
             images: jax.Array, threshold: float) -> dict[str, jax.Array]:

@@ -17,7 +17,6 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from moe_jax.utils.errors import check_positive
 from moe_jax.utils.reporting import progress
 
 
@@ -51,14 +50,11 @@ def fit(loss: Callable, model: nn.Module, data: tuple[np.ndarray, ...], cfg, see
         name: str, show_progress: bool = False):
   """Initialises `model` and minimises `loss(model, params, *batch)` with AdamW.
 
-  Minibatches are drawn from shuffled epochs of `data`; `cfg.batch_size` >= the data size gives
-  full-batch steps. The jitted step is shared by every call with the same model and optimiser
-  settings (one compilation for all users). `name` is the config section, for errors and the
-  progress bar.
+  `cfg` is a checked `config.FitConfig`. Minibatches are drawn from shuffled epochs of `data`;
+  `cfg.batch_size` >= the data size gives full-batch steps. The jitted step is shared by every call
+  with the same model and optimiser settings (one compilation for all users). `name` is the config
+  section, for the progress bar.
   """
-  check_positive(f"{name}.steps", cfg.steps)
-  check_positive(f"{name}.batch_size", cfg.batch_size)
-  check_positive(f"{name}.learning_rate", cfg.learning_rate)
   params = _init(model, jax.random.key(seed), jnp.asarray(data[0][:1]))
   opt_state = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay).init(params)
   n = len(data[0])

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import scipy.ndimage
 
-from moe_jax.utils.errors import check_choice, require
+from moe_jax.utils.errors import check_choice
 
 GLYPHS = ("mirror", "rotate", "crossbar")
 # Classes whose personal glyph differs visibly from the generic one under every kind in GLYPHS.
@@ -53,10 +53,9 @@ def make_styles(num_users: int, *, slant: tuple[float, float], stroke_max: int,
                 glyph_fraction: float, seed: int) -> list[WritingStyle]:
   """Draws `num_users` styles; magnitudes uniform in the given ranges, slant sign random.
 
-  The first round(glyph_fraction * num_users) users get a personal glyph.
+  The first round(glyph_fraction * num_users) users get a personal glyph (`glyph_fraction` in
+  [0, 1], checked by `config.UsersConfig`).
   """
-  require(0.0 <= glyph_fraction <= 1.0, "users.glyph_fraction", f"{glyph_fraction} not in [0, 1]",
-          "use a fraction")
   rng = np.random.default_rng(seed)
   n_glyph = int(round(glyph_fraction * num_users))
   styles = []

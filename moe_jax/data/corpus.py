@@ -17,9 +17,36 @@ import sysconfig
 import numpy as np
 
 from moe_jax.data import tokenizer
-from moe_jax.utils.errors import ConfigError, check_choice, require
+from moe_jax.data.iterator import eval_windows
+from moe_jax.utils.config import Section
+from moe_jax.utils.errors import ConfigError, check_choice, check_positive, require
 
 SEPARATOR = "\n\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Section):
+  """The `data` section of an LM config: which text, and how it is split.
+
+  sources: "english", "python" (the shipped corpus) and/or "files" (the user's `files`:
+    .txt files, or .jsonl files whose `text_field` holds each document; globs allowed).
+  val_every: every val_every-th document of each domain is held out.
+  max_eval_windows: held-out windows per domain that evaluation scores.
+  """
+  sources: tuple[str, ...] = ("english", "python")
+  files: tuple[str, ...] = ()
+  text_field: str = "text"
+  val_every: int = 10
+  max_eval_windows: int = 256
+
+  def __post_init__(self):
+    require(bool(self.sources), "sources", "is empty", "name at least one of "
+            f"{', '.join(list(SOURCES) + ['files'])}")
+    for name in self.sources:
+      check_choice("sources", name, list(SOURCES) + ["files"])
+    require(self.val_every >= 2, "val_every", f"must be >= 2, got {self.val_every}",
+            "hold out every n-th document with n >= 2")
+    check_positive("max_eval_windows", self.max_eval_windows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +104,8 @@ def load_documents(sources: list[str], files: list[str] | None = None,
   docs = []
   for name in sources:
     check_choice("data.sources", name, list(SOURCES) + ["files"])
+    require(name != "files" or bool(files), "data.files", "is empty while data.sources names "
+            "'files'", "give .txt/.jsonl paths or globs, comma-separated")
     docs += user_files(files or [], text_field) if name == "files" else SOURCES[name]()
   require(bool(docs), "data.sources", "no documents were loaded", "name at least one source")
   return docs
@@ -97,3 +126,14 @@ def split(docs: list[Document], val_every: int) -> tuple[list[Document], list[Do
 def to_tokens(docs: list[Document]) -> np.ndarray:
   """Concatenates documents, separated by a blank line, into one uint8 token stream."""
   return tokenizer.encode(SEPARATOR.join(d.text for d in docs))
+
+
+def lm_data(cfg: DataConfig, seq_len: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """The training token stream and held-out windows [n, seq_len + 1] per domain."""
+  docs = load_documents(list(cfg.sources), list(cfg.files), cfg.text_field)
+  train_docs, val_docs = split(docs, cfg.val_every)
+  eval_sets = {}
+  for domain in sorted({d.domain for d in val_docs}):
+    tokens = to_tokens([d for d in val_docs if d.domain == domain])
+    eval_sets[domain] = eval_windows(tokens, seq_len, cfg.max_eval_windows)
+  return to_tokens(train_docs), eval_sets

@@ -1,17 +1,18 @@
 """LMConfig: every shape and switch of the decoder LM, validated at construction.
 
-Configs in `configs/` are ml_collections dicts; `LMConfig.from_dict(config.model)` turns one into
-this frozen dataclass and rejects unknown or inconsistent fields with a message naming the field.
+The `model` section of an LM config; its MoE layers' fields are the nested `moe` section
+(moe_jax.layers.moe.MoEConfig). `LMConfig.from_dict(d)` rejects unknown or inconsistent fields
+with a message naming the field (moe_jax/utils/config.py).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-from moe_jax.layers.dispatch import DISPATCHES
 from moe_jax.layers.experts import ACTIVATIONS
-from moe_jax.layers.routers import ROUTERS
-from moe_jax.utils.errors import ConfigError, section_fields, check_choice, check_positive, require
+from moe_jax.layers.moe import MoEConfig
+from moe_jax.utils.config import Section, build
+from moe_jax.utils.errors import ConfigError, check_choice, check_positive, require
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("gqa", "mla")
@@ -27,11 +28,11 @@ def rope_scaling_tuple(params: dict) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
-class LMConfig:
+class LMConfig(Section):
   """Decoder-only LM with per-layer MoE or dense FFN.
 
   Shapes: vocab V, width D = d_model, H query heads and H_kv key/value heads of width
-  head_dim (default D / H), dense FFN width d_ff, expert FFN width expert_d_ff.
+  head_dim (default D / H), dense FFN width d_ff; the MoE layers' experts: `moe` (MoEConfig).
   `moe_layers`: which layers get an MoE FFN: "all", "none", or a list of layer indices;
   `first_dense` layers at the bottom stay dense regardless (DeepSeek's first_k_dense_replace).
 
@@ -49,7 +50,6 @@ class LMConfig:
     norm: "rmsnorm" or "layernorm" (with bias; PhiMoE). lm_head_bias: a bias on the output head.
     scale_tied_logits: tied logits are divided by sqrt(d_model) (this repo's training default);
       Hugging Face models do not scale.
-    router_jitter_eps: the sparsemixer router's mask threshold (PhiMoE's router_jitter_noise).
   `causal_blocks`: query blocks of causal self-attention over default positions without a cache
   (training, scoring); each block skips the fully masked keys after it. Speed only.
   """
@@ -65,25 +65,9 @@ class LMConfig:
   rope_theta: float = 10000.0
   norm_eps: float = 1e-6
   tie_embeddings: bool = True
-  moe_layers: Any = "all"
+  moe_layers: str | tuple[int, ...] = "all"
   first_dense: int = 0
-  num_experts: int = 8
-  top_k: int = 2
-  expert_d_ff: int = 512
-  router: str = "topk"
-  normalize_topk: bool = True
-  dispatch: str = "auto"
-  gmm_impl: str = "auto"
-  capacity_factor: float = 1.25
-  n_group: int = 1
-  topk_group: int = 1
-  routed_scaling_factor: float = 1.0
-  shared_d_ff: int = 0
-  shared_gate: bool = False
-  load_balance_coef: float = 0.01
-  z_loss_coef: float = 0.0
-  seq_balance_coef: float = 0.0
-  router_jitter_eps: float = 0.01
+  moe: MoEConfig = MoEConfig()
   attention: str = "gqa"
   qkv_bias: bool = False
   o_bias: bool = False
@@ -137,13 +121,7 @@ class LMConfig:
               f"RoPE needs an even width, got {self.qk_rope_head_dim}", "use an even width")
       require(self.qk_norm == "none", "qk_norm", "MLA has no q/k norms",
               "set qk_norm='none' with attention='mla'")
-    if self.moe_layer_ids():
-      check_choice("router", self.router, ROUTERS)
-      check_choice("dispatch", self.dispatch, DISPATCHES + ("auto",))
-      check_positive("expert_d_ff", self.expert_d_ff)
-      require(1 <= self.top_k <= self.num_experts, "top_k",
-              f"must be in [1, num_experts={self.num_experts}], got {self.top_k}",
-              "lower top_k or raise num_experts")
+    self.moe_layer_ids()  # checks moe_layers
 
   @property
   def head_width(self) -> int:
@@ -156,7 +134,7 @@ class LMConfig:
       ids = range(self.num_layers)
     elif spec == "none":
       ids = ()
-    elif isinstance(spec, Sequence) and not isinstance(spec, str):
+    elif isinstance(spec, tuple):
       ids = tuple(int(i) for i in spec)
       bad = [i for i in ids if not 0 <= i < self.num_layers]
       require(not bad, "moe_layers", f"layer ids {bad} are outside [0, {self.num_layers})",
@@ -168,35 +146,20 @@ class LMConfig:
 
   def active_params(self, total: int) -> int:
     """Parameters used per token out of `total`: less the E - K idle experts of each MoE layer."""
-    gated = self.activation in ("swiglu", "geglu")
-    per_expert = (3 if gated else 2) * self.d_model * self.expert_d_ff
-    idle = self.num_experts - self.top_k
+    gated = ACTIVATIONS[self.activation][1]
+    per_expert = (3 if gated else 2) * self.d_model * self.moe.d_ff
+    idle = self.moe.num_experts - self.moe.top_k
     return total - len(self.moe_layer_ids()) * idle * per_expert
 
-  def moe_kwargs(self) -> dict[str, Any]:
-    """Keyword arguments of `moe_jax.layers.moe.MoE` taken from this config."""
-    return dict(num_experts=self.num_experts, top_k=self.top_k, d_ff=self.expert_d_ff,
-                activation=self.activation, router=self.router,
-                normalize_topk=self.normalize_topk, dispatch=self.dispatch,
-                gmm_impl=self.gmm_impl, capacity_factor=self.capacity_factor,
-                n_group=self.n_group, topk_group=self.topk_group,
-                routed_scaling_factor=self.routed_scaling_factor,
-                jitter_eps=self.router_jitter_eps, shared_d_ff=self.shared_d_ff,
-                shared_gate=self.shared_gate,
-                load_balance_coef=self.load_balance_coef, z_loss_coef=self.z_loss_coef,
-                seq_balance_coef=self.seq_balance_coef)
-
   @classmethod
-  def from_dict(cls, d: Any) -> "LMConfig":
-    """Builds from a dict or ConfigDict; unknown keys raise a ConfigError naming them."""
-    d = section_fields("model", cls, d)
-    if isinstance(d.get("moe_layers"), list):
-      d["moe_layers"] = tuple(d["moe_layers"])
+  def from_dict(cls, d: Any, path: str = "model") -> "LMConfig":
+    """Builds from a (nested) dict or ConfigDict; unknown keys raise a ConfigError naming them."""
+    d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
     if d.get("rope_scaling"):
       d["rope_scaling"] = rope_scaling_tuple(dict(d["rope_scaling"]))
-    return cls(**d)
+    return build(cls, d, path)
 
   def dense_twin(self) -> "LMConfig":
-    """The dense model with the same active FFN width: d_ff = top_k * expert_d_ff (+ shared)."""
+    """The dense model with the same active FFN width: d_ff = top_k * expert width (+ shared)."""
     return dataclasses.replace(self, moe_layers="none",
-                               d_ff=self.top_k * self.expert_d_ff + self.shared_d_ff)
+                               d_ff=self.moe.top_k * self.moe.d_ff + self.moe.shared_d_ff)

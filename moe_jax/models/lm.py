@@ -304,7 +304,7 @@ class Block(nn.Module):
                                                 attn_blocks)
     y = make_norm(cfg, "ffn_norm")(x)
     if self.use_moe:
-      y = MoE(**cfg.moe_kwargs(), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      y = MoE(cfg.moe, cfg.activation, cfg.dtype, cfg.param_dtype,
               name="moe")(y, deterministic=deterministic)
     else:
       y = MlpBlock(cfg.d_ff, cfg.activation, cfg.dtype, cfg.param_dtype, name="mlp")(y)

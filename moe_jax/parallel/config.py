@@ -7,7 +7,8 @@ from jax.sharding import Mesh
 
 from moe_jax.parallel import partitioning
 from moe_jax.parallel.mesh import make_mesh
-from moe_jax.utils.errors import ConfigError, require, section_fields
+from moe_jax.utils.config import Section, build
+from moe_jax.utils.errors import ConfigError, require
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -25,7 +26,7 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ParallelConfig:
+class ParallelConfig(Section):
   """How a run is laid out on devices.
 
   mesh: "name:size,..." in device order, -1 for the one axis that takes the devices left over;
@@ -42,12 +43,13 @@ class ParallelConfig:
   num_processes: int = 0
   process_id: int = -1
 
+  def __post_init__(self):
+    object.__setattr__(self, "rules", partitioning.as_rules(self.rules))
+    parse_mesh(self.mesh)
+
   @classmethod
-  def from_dict(cls, d) -> "ParallelConfig":
-    fields = section_fields("parallel", cls, d)
-    if "rules" in fields:
-      fields["rules"] = partitioning.as_rules(fields["rules"])
-    return cls(**fields)
+  def from_dict(cls, d, path: str = "parallel") -> "ParallelConfig":
+    return build(cls, d, path)
 
   def build(self, devices=None) -> tuple[Mesh, partitioning.Rules]:
     """The mesh over `devices` (default: all) and the checked rules."""

@@ -12,10 +12,11 @@ Fixes, each switchable for the ablation:
   self-gate: each gate output adds its node's own experts, weighted by sigmoid (one expert) or softmax
     (several) of the gate input: a residual path that keeps gradient flowing into own experts.
 Where the paper body could not be read (what the task gates read, where the self-gate sits, the
-feature-gate rank) the choice is stated here and in configs/home.py.
+feature-gate rank) the choice is stated here and is a field of `HoMEConfig` (docs/home.md).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -23,7 +24,55 @@ import jax.numpy as jnp
 import numpy as np
 
 from moe_jax.recsys.features import FeatureEncoder
-from moe_jax.recsys.layers import ExpertLevel, Towers
+from moe_jax.recsys.layers import ExpertLevel, Towers, check_widths
+from moe_jax.utils.config import Section
+from moe_jax.utils.errors import require
+
+
+@dataclasses.dataclass(frozen=True)
+class HoMEConfig(Section):
+  """A `models` entry of kind "home".
+
+  meta_global / meta_per_group: meta-level experts (global, per group), MLPs of `meta_hidden`.
+  task_global / task_per_group / task_per_task: task-level experts, MLPs of `task_hidden`.
+  expert_norm: Swish(BN(.)) experts when true, ReLU experts (MMoE's) when false.
+  hierarchy_mask: restrict gates as above when true; every gate sees every expert when false.
+  feature_gate_rank: rank R of the per-expert feature-gates; 0 turns them off.
+  self_gate: add the self-gate residual on both levels.
+  """
+  kind: str = "home"
+  meta_global: int = 2
+  meta_per_group: int = 2
+  task_global: int = 2
+  task_per_group: int = 1
+  task_per_task: int = 1
+  meta_hidden: tuple[int, ...] = (64, 32)
+  task_hidden: tuple[int, ...] = (32,)
+  tower_hidden: tuple[int, ...] = (16,)
+  expert_norm: bool = True
+  hierarchy_mask: bool = True
+  feature_gate_rank: int = 8
+  self_gate: bool = True
+
+  def __post_init__(self):
+    for field in ("meta_global", "meta_per_group", "task_global", "task_per_group",
+                  "task_per_task"):
+      require(getattr(self, field) >= 0, field, f"must be >= 0, got {getattr(self, field)}",
+              "use 0 or more experts")
+    require(self.meta_global + self.meta_per_group > 0, "meta_per_group",
+            "a group gate over no meta experts", "give meta_global or meta_per_group a count > 0")
+    require(self.task_global + self.task_per_group + self.task_per_task > 0, "task_per_task",
+            "a task gate over no experts", "give one of the task_* counts a value > 0")
+    check_widths("meta_hidden", self.meta_hidden)
+    check_widths("task_hidden", self.task_hidden)
+    check_widths("tower_hidden", self.tower_hidden, allow_empty=True)
+    require(self.feature_gate_rank >= 0, "feature_gate_rank",
+            f"must be >= 0, got {self.feature_gate_rank}", "use 0 (off) or a rank such as 8")
+
+  @property
+  def activation(self) -> str:
+    """The experts' activation: Swish with expert normalisation, else ReLU."""
+    return "swish" if self.expert_norm else "relu"
 
 
 def _as_tuples(mask: np.ndarray):
@@ -62,47 +111,35 @@ def task_wiring(groups: Sequence[int], num_global: int, num_per_group: int, num_
   return (tuple(expert_input.tolist()), tuple(groups.tolist()), _as_tuples(mask), _as_tuples(own))
 
 
+def task_level_wiring(config: HoMEConfig, groups: Sequence[int]):
+  """`task_wiring` of a HoME model's config."""
+  return task_wiring(groups, config.task_global, config.task_per_group, config.task_per_task,
+                     config.hierarchy_mask)
+
+
 class HoME(nn.Module):
   """sparse int [B, F], dense [B, D_d] -> logits [B, T].
 
   Attributes:
+    config: the experts and switches (HoMEConfig).
     groups: the task group of each task, e.g. (0, 0, 1, 1, 1); T = len(groups).
-    meta_global / meta_per_group: meta-level experts (global, per group).
-    task_global / task_per_group / task_per_task: task-level experts.
-    expert_norm: Swish(BN(.)) experts when True, ReLU experts (MMoE's) when False.
-    hierarchy_mask: restrict gates as above when True; every gate sees every expert when False.
-    feature_gate_rank: rank R of the per-expert feature-gates; 0 turns them off.
-    self_gate: add the self-gate residual on both levels.
   """
+  config: HoMEConfig
   vocab_sizes: Sequence[int]
   embed_dim: int
   groups: Sequence[int]
-  meta_global: int
-  meta_per_group: int
-  task_global: int
-  task_per_group: int
-  task_per_task: int
-  meta_hidden: Sequence[int]
-  task_hidden: Sequence[int]
-  tower_hidden: Sequence[int]
-  expert_norm: bool = True
-  hierarchy_mask: bool = True
-  feature_gate_rank: int = 8
-  self_gate: bool = True
 
   @nn.compact
   def __call__(self, sparse, dense, train: bool = False) -> jnp.ndarray:
+    c = self.config
     v = FeatureEncoder(self.vocab_sizes, self.embed_dim, name="features")(sparse, dense)
-    act = "swish" if self.expert_norm else "relu"
-    num_groups = max(self.groups) + 1
-    wiring = [
-        meta_wiring(num_groups, self.meta_global, self.meta_per_group, self.hierarchy_mask),
-        task_wiring(self.groups, self.task_global, self.task_per_group, self.task_per_task,
-                    self.hierarchy_mask)]
+    wiring = [meta_wiring(max(self.groups) + 1, c.meta_global, c.meta_per_group,
+                          c.hierarchy_mask),
+              task_level_wiring(c, self.groups)]
     nodes = v[:, None]
     for j, ((expert_input, gate_input, mask, own), hidden) in enumerate(
-        zip(wiring, [self.meta_hidden, self.task_hidden])):
-      nodes = ExpertLevel(expert_input, gate_input, mask, hidden, act, self.expert_norm,
-                          self.feature_gate_rank, own if self.self_gate else None,
+        zip(wiring, [c.meta_hidden, c.task_hidden])):
+      nodes = ExpertLevel(expert_input, gate_input, mask, hidden, c.activation, c.expert_norm,
+                          c.feature_gate_rank, own if c.self_gate else None,
                           name=f"level_{j}")(nodes, train)
-    return Towers(self.tower_hidden, name="towers")(nodes)
+    return Towers(c.tower_hidden, name="towers")(nodes)

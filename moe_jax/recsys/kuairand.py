@@ -9,26 +9,54 @@ log1p(max(x, 0)) standardised to zero mean and unit variance; labels become 0/1 
 from __future__ import annotations
 
 import csv
-from typing import Sequence
+import dataclasses
+import os
 
 import numpy as np
 
+from moe_jax.utils.config import Section
 from moe_jax.utils.errors import require
 
-LABELS = ("is_click", "long_view", "is_like", "is_follow", "is_comment", "is_forward", "is_hate")
 
+@dataclasses.dataclass(frozen=True)
+class KuaiRandConfig(Section):
+  """The `data` section of kind "kuairand": a log CSV, its columns, the time split.
 
-def load_kuairand(path: str, *, labels: Sequence[str] = LABELS,
-                  sparse: Sequence[str] = ("user_id", "video_id", "tab"),
-                  dense: Sequence[str] = ("duration_ms",), max_rows: int | None = None) -> dict:
-  """Reads a KuaiRand log CSV.
-
-  Returns a dict: sparse int32 [N, F] (user_id must be the first sparse column: GAUC groups by it),
-  dense float32 [N, D_d], labels float32 [N, T], vocab_sizes [F], task_names [T], rows kept in file
-  order (KuaiRand logs are sorted by time, so a tail split is a time split).
+  path: the CSV; sparse_columns (user_id first: GAUC groups impressions by user), dense_columns,
+  label_columns: the columns read; label_groups: each label's task group (watch 0, interact 1);
+  max_rows: read at most this many rows (0: all); test_fraction: the latest rows held out.
   """
-  require(len(sparse) > 0 and sparse[0] == "user_id", "data.sparse_columns",
-          f"got {list(sparse)}", "list 'user_id' first (GAUC groups impressions by user)")
+  kind: str = "kuairand"
+  path: str = ""
+  sparse_columns: tuple[str, ...] = ("user_id", "video_id", "tab")
+  dense_columns: tuple[str, ...] = ("duration_ms",)
+  label_columns: tuple[str, ...] = ("is_click", "long_view", "is_like", "is_follow",
+                                    "is_comment", "is_forward", "is_hate")
+  label_groups: tuple[int, ...] = (1, 0, 1, 1, 1, 1, 1)
+  max_rows: int = 0
+  test_fraction: float = 0.2
+
+  def __post_init__(self):
+    require(len(self.sparse_columns) > 0 and self.sparse_columns[0] == "user_id",
+            "sparse_columns", f"got {list(self.sparse_columns)}",
+            "list 'user_id' first (GAUC groups impressions by user)")
+    require(len(self.label_groups) == len(self.label_columns), "label_groups",
+            f"{len(self.label_groups)} groups for {len(self.label_columns)} labels",
+            "give one group per label")
+    require(self.max_rows >= 0, "max_rows", f"got {self.max_rows}", "use 0 (all rows) or more")
+
+
+def load_kuairand(config: KuaiRandConfig) -> dict:
+  """Reads the KuaiRand log CSV at `config.path`.
+
+  Returns a dict: sparse int32 [N, F], dense float32 [N, D_d], labels float32 [N, T],
+  vocab_sizes [F], task_names [T], rows kept in file order (KuaiRand logs are sorted by time, so
+  a tail split is a time split).
+  """
+  path, sparse, dense, labels = (config.path, config.sparse_columns, config.dense_columns,
+                                 config.label_columns)
+  require(os.path.isfile(path), "data.path", f"no file {path!r}",
+          "point it at a KuaiRand log CSV (--config.data.path=...)")
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
     header = reader.fieldnames or []
@@ -37,7 +65,7 @@ def load_kuairand(path: str, *, labels: Sequence[str] = LABELS,
             "choose columns the file has, or check that it is a KuaiRand log")
     rows = []
     for i, row in enumerate(reader):
-      if max_rows is not None and i >= max_rows:
+      if config.max_rows and i >= config.max_rows:
         break
       rows.append(row)
   require(len(rows) > 0, "data.path", f"{path} has no data rows", "use a non-empty log file")

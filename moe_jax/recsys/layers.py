@@ -18,7 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from moe_jax.utils.errors import require
+
 ACTIVATIONS = {"relu": jax.nn.relu, "swish": jax.nn.swish}
+
+
+def check_widths(field: str, widths: Sequence[int], allow_empty: bool = False) -> None:
+  """Refuses hidden-layer widths that are not positive (or none at all, unless allowed)."""
+  require(all(w > 0 for w in widths) and (allow_empty or len(widths) > 0), field,
+          f"layer widths must be positive{'' if allow_empty else ' and at least one'}, got "
+          f"{tuple(widths)}", "give comma-separated widths such as 64,32")
 
 
 def masked_softmax(logits: jnp.ndarray, mask: np.ndarray) -> jnp.ndarray:

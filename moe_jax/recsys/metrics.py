@@ -40,3 +40,26 @@ def expert_stats(expert_out: np.ndarray) -> dict:
   out = np.asarray(expert_out, np.float64)
   return {"zero_frac": (out == 0).mean(axis=(0, 2)), "mean": out.mean(axis=(0, 2)),
           "std": out.std(axis=(0, 2))}
+
+
+def expert_diagnostics(found: dict, own: np.ndarray | None) -> dict:
+  """Seed-averaged expert statistics of one model from its sown intermediates.
+
+  found: {path: array} with `.../expert_out` [S, B, E, H] per level and `.../gate` [S, B, G, E];
+  own: [T, E] bool, the task-specific experts of each task gate of the last level (or None).
+  Returns zero_frac, out_mean, out_std [sum of E over levels]; max_zero_frac (seed mean of the
+  most-zero expert); and, for gated models, gate [G, E] (last level, mean weight) and own_share [T]
+  (the weight each task gate puts on its own experts).
+  """
+  outs = [v for k, v in sorted(found.items()) if k.endswith("expert_out")]
+  per_seed = [[expert_stats(o[s]) for o in outs] for s in range(outs[0].shape[0])]
+  stat = lambda key: np.mean([np.concatenate([st[key] for st in seed]) for seed in per_seed], 0)
+  result = {"zero_frac": stat("zero_frac"), "out_mean": stat("mean"), "out_std": stat("std"),
+            "max_zero_frac": float(np.mean([max(st["zero_frac"].max() for st in seed)
+                                            for seed in per_seed]))}
+  gates = [v for k, v in sorted(found.items()) if k.endswith("gate")]
+  if gates:
+    result["gate"] = gates[-1].mean(axis=(0, 1))  # last level, [G, E]
+    if own is not None:
+      result["own_share"] = (result["gate"][:own.shape[0]] * own).sum(-1)  # [T]
+  return result

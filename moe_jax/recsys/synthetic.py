@@ -20,60 +20,103 @@ to features in random order). The labels are the same functions of z in both for
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
+from moe_jax.utils.config import Section
 from moe_jax.utils.errors import check_choice, check_positive, require
 
 DENSE_FORMS = ("standard", "lognormal")
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig(Section):
+  """The `data` section of kind "synthetic": one draw of `make_synthetic` per seed.
+
+  task_names: one per task (empty: task_0, task_1, ...); groups: each task's group;
+  positive_rates: each task's exact positive rate; num_rows, test_fraction: rows per seed and the
+  share held out (random rows); p_within, p_across, scale, num_sines, noise: the protocol above;
+  num_dense, vocab_sizes, latent_per_field: the inputs; dense_form, dense_scale_max: see above.
+  """
+  kind: str = "synthetic"
+  task_names: tuple[str, ...] = ()
+  groups: tuple[int, ...] = (0, 0)
+  positive_rates: tuple[float, ...] = (0.3, 0.3)
+  num_rows: int = 10_000
+  test_fraction: float = 0.2
+  p_within: float = 0.5
+  p_across: float = 0.0
+  scale: float = 1.0
+  num_sines: int = 5
+  noise: float = 0.5
+  num_dense: int = 8
+  vocab_sizes: tuple[int, ...] = (100,)
+  latent_per_field: int = 4
+  dense_form: str = "standard"
+  dense_scale_max: float = 1.0
+
+  def __post_init__(self):
+    check_positive("num_rows", self.num_rows)
+    require(len(self.groups) > 0 and min(self.groups) >= 0, "groups",
+            f"got {self.groups}", "give each task a group index 0, 1, ...")
+    require(not self.task_names or len(self.task_names) == len(self.groups), "task_names",
+            f"{len(self.task_names)} names for {len(self.groups)} tasks",
+            "give one name per task (or none)")
+    require(len(self.positive_rates) == len(self.groups), "positive_rates",
+            f"{len(self.positive_rates)} rates for {len(self.groups)} tasks",
+            "give one rate per task")
+    require(all(0 < r < 1 for r in self.positive_rates), "positive_rates",
+            f"rates must lie in (0, 1), got {list(self.positive_rates)}",
+            "use rates such as 0.3 .. 0.005")
+    for name in ("p_within", "p_across"):
+      p = getattr(self, name)
+      require(0.0 <= p <= 1.0, name, f"must lie in [0, 1], got {p}", "use a cosine in [0, 1]")
+    check_choice("dense_form", self.dense_form, DENSE_FORMS)
+    require(self.dense_scale_max >= 1.0, "dense_scale_max", f"got {self.dense_scale_max}",
+            "use 1 (one scale) or more (scales log-spaced over [1, dense_scale_max])")
+
+  @property
+  def names(self) -> list[str]:
+    """The task names, generated where none are given."""
+    return list(self.task_names) or [f"task_{t}" for t in range(len(self.groups))]
+
+
 def task_directions(rng: np.random.Generator, dim: int, groups: Sequence[int], p_within: float,
                     p_across: float, scale: float) -> np.ndarray:
-  """Returns w [T, dim] with the cosine structure above."""
+  """Returns w [T, dim] with the cosine structure above (p_within, p_across in [0, 1])."""
   groups = np.asarray(groups)
   c, t = int(groups.max()) + 1, groups.size
   require(1 + c + t <= dim, "data.latent_dim", f"{1 + c + t} orthogonal directions need "
           f"latent dim >= {1 + c + t}, got {dim}", "add dense features or categorical fields")
-  for name, p in (("data.p_within", p_within), ("data.p_across", p_across)):
-    require(0.0 <= p <= 1.0, name, f"must lie in [0, 1], got {p}", "use a cosine in [0, 1]")
   basis, _ = np.linalg.qr(rng.standard_normal((dim, 1 + c + t)))
   u0, ug, ut = basis[:, 0], basis[:, 1:1 + c].T, basis[:, 1 + c:].T
   z = np.sqrt(p_across) * u0 + np.sqrt(1 - p_across) * ug  # [C, dim]
   return scale * (np.sqrt(p_within) * z[groups] + np.sqrt(1 - p_within) * ut)
 
 
-def make_synthetic(*, num_rows: int, groups: Sequence[int], positive_rates: Sequence[float],
-                   p_within: float, p_across: float, num_dense: int,
-                   vocab_sizes: Sequence[int], latent_per_field: int, scale: float = 1.0,
-                   num_sines: int = 5, noise: float = 0.5, dense_form: str = "standard",
-                   dense_scale_max: float = 1.0, seed: int = 0) -> dict:
+def make_synthetic(config: SyntheticConfig, seed: int = 0) -> dict:
   """Draws one data set.
 
   Returns a dict of numpy arrays: sparse int32 [N, F] (field 0 is the user id, used by GAUC),
   dense float32 [N, D_d], labels float32 [N, T] (0/1), scores float32 [N, T] (the continuous y).
   """
-  check_positive("data.num_rows", num_rows)
-  require(len(groups) == len(positive_rates), "data.positive_rates",
-          f"{len(positive_rates)} rates for {len(groups)} tasks", "give one rate per task")
-  require(all(0 < r < 1 for r in positive_rates), "data.positive_rates",
-          f"rates must lie in (0, 1), got {list(positive_rates)}", "use rates such as 0.3 .. 0.005")
-  check_choice("data.dense_form", dense_form, DENSE_FORMS)
-  require(dense_scale_max >= 1.0, "data.dense_scale_max", f"got {dense_scale_max}",
-          "use 1 (one scale) or more (scales log-spaced over [1, dense_scale_max])")
   rng = np.random.default_rng(seed)
-  dense = rng.standard_normal((num_rows, num_dense))
-  tables = [rng.standard_normal((v, latent_per_field)) for v in vocab_sizes]
-  sparse = np.stack([rng.integers(0, v, num_rows) for v in vocab_sizes], axis=1)
+  dense = rng.standard_normal((config.num_rows, config.num_dense))
+  tables = [rng.standard_normal((v, config.latent_per_field)) for v in config.vocab_sizes]
+  sparse = np.stack([rng.integers(0, v, config.num_rows) for v in config.vocab_sizes], axis=1)
   latent = np.concatenate([dense] + [tab[sparse[:, i]] for i, tab in enumerate(tables)], axis=1)
-  w = task_directions(rng, latent.shape[1], groups, p_within, p_across, scale)
-  alpha, beta = rng.standard_normal(num_sines), rng.standard_normal(num_sines)
+  w = task_directions(rng, latent.shape[1], config.groups, config.p_within, config.p_across,
+                      config.scale)
+  alpha, beta = rng.standard_normal(config.num_sines), rng.standard_normal(config.num_sines)
   s = latent @ w.T  # [N, T]
-  y = s + np.sin(s[..., None] * alpha + beta).sum(-1) + noise * rng.standard_normal(s.shape)
-  thresholds = np.array([np.quantile(y[:, t], 1.0 - r) for t, r in enumerate(positive_rates)])
-  if dense_form == "lognormal":  # drawn last: latent, labels and ids equal the "standard" draw
-    scales = np.logspace(0.0, np.log10(dense_scale_max), num_dense)[rng.permutation(num_dense)]
+  y = s + np.sin(s[..., None] * alpha + beta).sum(-1) + config.noise * rng.standard_normal(s.shape)
+  thresholds = np.array([np.quantile(y[:, t], 1.0 - r)
+                         for t, r in enumerate(config.positive_rates)])
+  if config.dense_form == "lognormal":  # drawn last: latent, labels, ids equal the standard draw
+    scales = np.logspace(0.0, np.log10(config.dense_scale_max), config.num_dense)[
+        rng.permutation(config.num_dense)]
     dense = scales * np.exp(dense)
   return {"sparse": sparse.astype(np.int32), "dense": dense.astype(np.float32),
           "labels": (y > thresholds).astype(np.float32), "scores": y.astype(np.float32)}

@@ -5,6 +5,7 @@ Data arrays are stacked per seed ([S, N, ...]); each seed has its own init and i
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -14,9 +15,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from moe_jax.utils.config import Section
+from moe_jax.utils.errors import check_positive, require
 from moe_jax.utils.reporting import progress
 
 INPUTS = ("sparse", "dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig(Section):
+  """The `train` section: Adam steps, rows per step and learning rate (the same for every model)."""
+  steps: int = 1000
+  batch_size: int = 512
+  learning_rate: float = 2e-3
+
+  def __post_init__(self):
+    check_positive("steps", self.steps)
+    check_positive("batch_size", self.batch_size)
+    check_positive("learning_rate", self.learning_rate)
 
 
 def _stack(arrays: Sequence[dict]) -> dict:
@@ -27,16 +43,18 @@ def _mutable(variables: dict) -> list[str]:
   return ["batch_stats"] if "batch_stats" in variables else []
 
 
-def fit(model: nn.Module, train_sets: Sequence[dict], seeds: Sequence[int], *, steps: int,
-        batch_size: int, learning_rate: float, desc: str = "") -> dict:
+def fit(model: nn.Module, train_sets: Sequence[dict], seeds: Sequence[int], config: FitConfig,
+        desc: str = "") -> dict:
   """Trains one copy of `model` per seed on train_sets[i]; returns variables stacked [S, ...]."""
   data = _stack(train_sets)
-  n = data["labels"].shape[1]
+  n, batch_size = data["labels"].shape[1], config.batch_size
+  require(batch_size <= n, "train.batch_size", f"{batch_size} rows per step from {n} training "
+          "rows", "lower train.batch_size or add rows")
   keys = jnp.stack([jax.random.key(s) for s in seeds])
   example = {k: data[k][0, :2] for k in INPUTS}
   variables = jax.jit(jax.vmap(lambda k: model.init(k, example["sparse"], example["dense"])))(keys)
   variables = dict(variables)
-  tx = optax.adam(learning_rate)
+  tx = optax.adam(config.learning_rate)
   opt_state = jax.jit(jax.vmap(tx.init))(variables["params"])
 
   def loss_fn(params, rest, batch):
@@ -57,7 +75,7 @@ def fit(model: nn.Module, train_sets: Sequence[dict], seeds: Sequence[int], *, s
   rngs = [np.random.default_rng(s) for s in seeds]
   per_epoch = n // batch_size
   perms = None
-  for i in progress(range(steps), total=steps, desc=desc):
+  for i in progress(range(config.steps), total=config.steps, desc=desc):
     if i % per_epoch == 0:
       perms = np.stack([r.permutation(n) for r in rngs])
     j = (i % per_epoch) * batch_size
@@ -90,7 +108,3 @@ def intermediates(model: nn.Module, variables: dict, test_sets: Sequence[dict], 
   flat = traverse_util.flatten_dict(jax.device_get(found), sep="/")
   return {k: np.asarray(v[0]) for k, v in flat.items()}  # sow keeps a tuple: take its entry
 
-
-def count_params(variables: dict) -> int:
-  """Trainable parameters of one seed's model."""
-  return int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(variables["params"])))

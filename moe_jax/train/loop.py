@@ -5,23 +5,27 @@ import dataclasses
 import os
 import time
 
+import flax.linen as nn
 import jax
 import numpy as np
 
 from moe_jax.data.iterator import WindowIterator
 from moe_jax.models.config import LMConfig
 from moe_jax.models.lm import MoELM
+from moe_jax.models.loading import write_lm_config
 from moe_jax.parallel import expert_parallel, hosts, partitioning
 from moe_jax.parallel.config import ParallelConfig
 from moe_jax.train import trainer
-from moe_jax.train.checkpoint import Checkpointer
+from moe_jax.train.checkpoint import Checkpointer, param_shapes
 from moe_jax.train.metrics import MetricWriter
-from moe_jax.utils.errors import require, section_fields
+from moe_jax.utils.config import Section
+from moe_jax.utils.errors import check_positive, require
+from moe_jax.utils.trees import param_count
 from moe_jax.utils.reporting import progress
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
   """Optimisation and bookkeeping of one run (the `train` section of a config)."""
   num_steps: int = 1000
   batch_size: int = 32
@@ -38,13 +42,13 @@ class TrainConfig:
   save_every: int = 500
   keep: int = 2
 
-  @classmethod
-  def from_dict(cls, d) -> "TrainConfig":
-    return cls(**section_fields("train", cls, d))
-
-
-def param_count(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  def __post_init__(self):
+    for field in ("num_steps", "batch_size", "seq_len", "log_every", "eval_every",
+                  "eval_batch_size", "save_every", "keep"):
+      check_positive(field, getattr(self, field))
+    for field in ("lr", "warmup_steps", "weight_decay", "grad_clip", "bias_update_rate"):
+      require(getattr(self, field) >= 0, field, f"must be >= 0, got {getattr(self, field)}",
+              "set a non-negative value")
 
 
 def check_layout(model_cfg: LMConfig, cfg: TrainConfig, mesh, rules) -> None:
@@ -57,13 +61,25 @@ def check_layout(model_cfg: LMConfig, cfg: TrainConfig, mesh, rules) -> None:
   with partitioning.use(mesh, rules):
     parallel = expert_parallel.active_axes()
   if parallel and model_cfg.moe_layer_ids():
-    expert_parallel.check(model_cfg.num_experts, model_cfg.router, cfg.batch_size,
+    expert_parallel.check(model_cfg.moe.num_experts, model_cfg.moe.router, cfg.batch_size,
                           dict(mesh.shape), *parallel)
+
+
+def check_shapes(model: MoELM, variables: dict, seq_len: int) -> None:
+  """Refuses starting variables whose parameters are not the model's, naming the first one."""
+  want = param_shapes(nn.unbox(jax.eval_shape(
+      model.init, jax.random.key(0), jax.numpy.zeros((1, seq_len), jax.numpy.int32)))["params"])
+  got = param_shapes(variables["params"])
+  for name in sorted(set(want) | set(got)):
+    require(want.get(name) == got.get(name), "variables", f"parameter {name!r} is "
+            f"{got.get(name)} in the given variables and {want.get(name)} in the model config",
+            "pass variables of the model the config describes")
 
 
 def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
              eval_sets: dict[str, np.ndarray], workdir: str, *, until_step: int | None = None,
-             desc: str = "train", parallel: ParallelConfig = ParallelConfig()) -> dict:
+             desc: str = "train", parallel: ParallelConfig = ParallelConfig(),
+             hooks: trainer.Hooks = trainer.Hooks(), variables: dict | None = None) -> dict:
   """Trains (or resumes) an MoELM in `workdir`; returns its eval history and final metrics.
 
   Args:
@@ -75,14 +91,23 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
     until_step: stop (with a checkpoint) after this step, as if the run were killed there.
     parallel: the device mesh and the rules that shard parameters, optimizer state and batches
       over it (checkpoints restore onto whatever mesh the run has now).
+    hooks: another objective (e.g. distillation), frozen parameters, a post-update edit
+      (moe_jax.train.trainer.Hooks); held-out evaluation stays bits per byte.
+    variables: start from these variables (e.g. a pretrained or compressed model of `model_cfg`'s
+      shapes) instead of a random initialisation; a checkpoint in `workdir` still wins.
   """
   mesh, rules = parallel.build()
   check_layout(model_cfg, cfg, mesh, rules)
+  if jax.process_index() == 0:
+    write_lm_config(workdir, model_cfg)
   model = MoELM(model_cfg)
   optimizer = trainer.make_optimizer(cfg.lr, cfg.warmup_steps, cfg.num_steps, cfg.weight_decay,
-                                     cfg.grad_clip)
-  shardings = trainer.state_shardings(model, optimizer, cfg.seq_len, mesh, rules)
-  state = trainer.init_state(model, optimizer, jax.random.key(cfg.seed), cfg.seq_len, shardings)
+                                     cfg.grad_clip, trainable=hooks.trainable)
+  shardings = trainer.state_shardings(model, optimizer, cfg.seq_len, mesh, rules, hooks)
+  if variables is not None:
+    check_shapes(model, variables, cfg.seq_len)
+  state = trainer.init_state(model, optimizer, jax.random.key(cfg.seed), cfg.seq_len, shardings,
+                             hooks, variables)
   data = WindowIterator(train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.save_every, cfg.keep)
   restored = ckpt.restore_latest(state)
@@ -92,7 +117,7 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
   start = int(state.step)
   batch_sharding = partitioning.batch_sharding(mesh, rules)
   step_fn = trainer.make_train_step(model, optimizer, cfg.bias_update_rate, shardings,
-                                    batch_sharding)
+                                    batch_sharding, hooks)
   bpb_fn = trainer.make_eval_fn(model, batch_sharding)
   writer = MetricWriter(workdir)
   rng = jax.random.key(cfg.seed + 1)
@@ -115,7 +140,7 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
   with partitioning.use(mesh, rules):  # the step and eval functions trace on first call here
     for step in range(start, stop):
       batch = hosts.global_batch(next(data), batch_sharding, cfg.batch_size)
-      state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
+      state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step), hooks.objective_args)
       done = step + 1
       bar.update(1)
       if done % cfg.log_every == 0 or done == stop:

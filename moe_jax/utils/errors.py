@@ -28,17 +28,3 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
 def check_positive(field: str, value: Any) -> None:
   require(value is not None and value > 0, field, f"must be > 0, got {value!r}",
           "set a positive value")
-
-
-def section_fields(section: str, cls, d: Any) -> dict:
-  """A config section (dict or ConfigDict) as a plain dict of `cls`'s dataclass fields.
-
-  Unknown keys raise a ConfigError naming the section, the keys and the allowed fields.
-  """
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - names)
-  require(not unknown, section, f"unknown fields {unknown}",
-          f"use only the fields of {cls.__name__}: {', '.join(sorted(names))}")
-  return d

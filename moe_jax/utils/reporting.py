@@ -34,11 +34,12 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
   return "\n".join(lines)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+  """`obj` with arrays as lists and numpy scalars as Python numbers (json.dump-able)."""
   if isinstance(obj, dict):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
+    return {str(k): jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
+    return [jsonable(v) for v in obj]
   if isinstance(obj, (np.generic,)):
     return obj.item()
   if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
@@ -46,9 +47,17 @@ def _jsonable(obj: Any) -> Any:
   return obj
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically: a reader sees the old file or the new one, never half."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def write_results(workdir: str, results: dict, markdown: str, *,
                   echo: bool = True) -> None:
-  """Writes `results.json` and `results.md` into `workdir` (created if needed).
+  """Writes `results.json` and `results.md` into `workdir` (created if needed), atomically.
 
   Args:
     workdir: output directory.
@@ -57,10 +66,9 @@ def write_results(workdir: str, results: dict, markdown: str, *,
     echo: also print the markdown to stdout, as the quickstart promises.
   """
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(_jsonable(results), f, indent=2, sort_keys=True)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(markdown.rstrip() + "\n")
+  write_text(os.path.join(workdir, "results.json"),
+             json.dumps(jsonable(results), indent=2, sort_keys=True))
+  write_text(os.path.join(workdir, "results.md"), markdown.rstrip() + "\n")
   if echo:
     print(markdown, flush=True)
 

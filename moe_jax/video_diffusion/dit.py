@@ -6,8 +6,7 @@ temporal (over T at one patch position), with adaLN-zero conditioning on t = 100
 (HunyuanVideo/Wan are DiTs of the same family). Queries and keys carry rotary position embeddings
 over the attended axes (HunyuanVideo's 3D RoPE, theta 256, split by block type: (row, column) in
 spatial, frame in temporal attention) beside learned absolute embeddings at unit scale, which let
-the net find the canvas borders. Together they raised the teacher's frame coherence after 1000
-steps from 0.41 to 0.61 (`metrics.frame_coherence`; real clips 1.0). The names
+the net find the canvas borders (their effect on the teacher: docs/dcm.md). The names
 `to_q/to_k/to_v/to_out` (LoRA targets in DCM's detail expert), `time_embed` and `final` (the
 embedder, norm_out and proj_out the detail expert copies) follow the code; `lora_adaln` also puts
 adapters on each block's adaLN modulation layer `adaln`.

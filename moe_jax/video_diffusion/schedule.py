@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from moe_jax.utils.config import Section
 from moe_jax.utils.errors import check_positive, require
 
 SEMANTIC = "semantic"
@@ -41,8 +42,9 @@ def resolution_equivalent_sigma(s, dims_from: int, dims_to: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowSchedule:
-  """The teacher's Euler grid and the semantic/detail phase boundary on it."""
+class FlowSchedule(Section):
+  """The teacher's Euler grid and the semantic/detail phase boundary on it (a config section; the
+  defaults are DCM's code)."""
   shift: float = 17.0
   euler_steps: int = 50
   boundary_index: int = 38

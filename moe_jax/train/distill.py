@@ -1,0 +1,64 @@
+"""Knowledge distillation objectives for the train loop's `Hooks` (a frozen teacher).
+
+Legend: B batch, S sequence, V vocabulary.
+
+  loss = ce_weight * CE(student, data)
+         + alpha * T^2 * KL(softmax(z_teacher / T) || softmax(z_student / T))   (Hinton et al. 2015)
+
+The teacher's variables travel as the step's `objective_args` (an argument of the jitted step,
+not a constant folded into it), so one compiled step serves any teacher of the same shapes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from moe_jax.train.trainer import Hooks
+from moe_jax.utils.errors import require
+
+
+def kl_divergence(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float,
+                  top_k: Optional[int] = None) -> jax.Array:
+  """Mean over tokens of KL(p_teacher || p_student) at `temperature`, logits [B, S, V].
+
+  top_k: compare on the teacher's k largest logits only (both renormalised over them), as
+  SlimMoE's top-8-logit distillation loss does.
+  """
+  t = teacher_logits.astype(jnp.float32) / temperature
+  s = student_logits.astype(jnp.float32) / temperature
+  if top_k:
+    t, index = jax.lax.top_k(t, top_k)
+    s = jnp.take_along_axis(s, index, axis=-1)
+  log_p, log_q = jax.nn.log_softmax(t), jax.nn.log_softmax(s)
+  return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+
+
+def kd_objective(teacher, teacher_variables, *, alpha: float = 0.2, temperature: float = 2.0,
+                 ce_weight: float = 1.0, top_k: Optional[int] = None, trainable=None,
+                 post_update=None, init_hook_state=None) -> Hooks:
+  """Hooks whose objective is ce_weight * CE + alpha * T^2 * KL(teacher || student).
+
+  MC-SMoE's recovery recipe is the default (CE + 0.2 KL at T = 2); ce_weight=0 gives pure
+  distillation. The teacher module runs inside the step on the same inputs.
+  """
+  require(temperature > 0, "temperature", f"must be > 0, got {temperature}", "use e.g. 2.0")
+  require(alpha >= 0 and ce_weight >= 0 and alpha + ce_weight > 0, "alpha",
+          f"alpha={alpha}, ce_weight={ce_weight}", "give non-negative weights, not both 0")
+
+  def objective(logits, batch, variables):
+    teacher_logits = jax.lax.stop_gradient(teacher.apply(variables, batch[:, :-1]))
+    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]))
+    kl = kl_divergence(teacher_logits, logits, temperature, top_k)
+    return ce_weight * ce + alpha * temperature ** 2 * kl, {"ce": ce, "kl": kl}
+
+  return Hooks(objective=objective, objective_args=teacher_variables, trainable=trainable,
+               post_update=post_update, init_hook_state=init_hook_state)
+
+
+def freeze(*names: str):
+  """trainable(path) that freezes every parameter whose path contains one of `names`
+  (e.g. freeze("router") keeps MC-SMoE's routers fixed)."""
+  return lambda path: not any(name in path for name in names)
