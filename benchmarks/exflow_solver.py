@@ -57,9 +57,9 @@ def planted_placement(pi: np.ndarray, num_devices: int) -> np.ndarray:
 
 
 def measure(num_experts: int, num_layers: int, num_devices: int, time_limit: float,
-            seed: int) -> list:
-  """One table row for an instance."""
-  trace, pi = planted_trace(num_layers, num_experts, _TOKENS.value, _STRENGTH.value, seed)
+            seed: int, num_tokens: int, strength: float) -> list:
+  """One table row (HEADERS) for an instance of `num_tokens` tokens planted with `strength`."""
+  trace, pi = planted_trace(num_layers, num_experts, num_tokens, strength, seed)
   counts = transition_counts(trace, num_experts)
   compact = ilp.solve(counts, num_devices, time_limit)
   bisected = hierarchical.bisect(counts, num_devices, time_limit / max(num_devices - 1, 1))
@@ -113,7 +113,7 @@ def main(argv):
             [(16, l, 4, sweep) for l in (4, 16, 32)] + [(64, 32, 8, _TIME_LIMIT.value)])
   rows = []
   for i, (e, l, g, seconds) in enumerate(grid):
-    rows.append(measure(e, l, g, seconds, seed=i))
+    rows.append(measure(e, l, g, seconds, i, _TOKENS.value, _STRENGTH.value))
     print(f"E={e} L={l} G={g}: {rows[-1][5:]}", flush=True)
   print(f"\nN = {_TOKENS.value} tokens, strength {_STRENGTH.value}; costs are fractions of "
         "transitions crossing devices\n")

@@ -288,13 +288,18 @@ def summarize(results: dict) -> tuple[dict, str]:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("tokens", 4096, "Tokens per call (batch 1 x sequence).")
-flags.DEFINE_integer("reps", 5, "Interleaved timing rounds.")
-flags.DEFINE_integer("slow_reps", 1, "Rounds for implementations over 8x slower than dense.")
-flags.DEFINE_list("shapes", list(SHAPES), "Which shapes to run.")
-flags.DEFINE_list("torch_threads", ["1", "all"], "torch thread counts to time transformers on.")
-flags.DEFINE_float("max_temp_gb", 3.0, "Skip JAX programs needing more scratch memory.")
-flags.DEFINE_string("workdir", None, "If set, writes results.json and results.md here.")
+
+
+def define_flags():
+  """The command line's flags, defined only when run as a program (the tests import `run`
+  next to the experiments' own --workdir)."""
+  flags.DEFINE_integer("tokens", 4096, "Tokens per call (batch 1 x sequence).")
+  flags.DEFINE_integer("reps", 5, "Interleaved timing rounds.")
+  flags.DEFINE_integer("slow_reps", 1, "Rounds for implementations over 8x slower than dense.")
+  flags.DEFINE_list("shapes", list(SHAPES), "Which shapes to run.")
+  flags.DEFINE_list("torch_threads", ["1", "all"], "torch thread counts to time transformers on.")
+  flags.DEFINE_float("max_temp_gb", 3.0, "Skip JAX programs needing more scratch memory.")
+  flags.DEFINE_string("workdir", None, "If set, writes results.json and results.md here.")
 
 
 def main(argv):
@@ -311,4 +316,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

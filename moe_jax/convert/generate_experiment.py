@@ -27,7 +27,7 @@ from moe_jax.convert.zoo import ZOO
 from moe_jax.models.config import DTYPES
 from moe_jax.models.generate import generate
 from moe_jax.utils.config import Section
-from moe_jax.utils.errors import check_choice, check_positive, require
+from moe_jax.utils.errors import ConfigError, check_choice, check_positive, one_line, require
 from moe_jax.utils.experiment import Claim, Experiment
 from moe_jax.utils.reporting import markdown_table, progress, save_figure
 from moe_jax.utils.trees import param_count
@@ -61,6 +61,8 @@ class GenerateConfig(Section):
       check_choice("families", name, tiny.FAMILIES)
     for field in ("prompt_len", "batch", "max_new_tokens", "check_len"):
       check_positive(field, getattr(self, field))
+    require(not self.prompt_text or self.hf_path, "prompt_text", "needs hf_path (the random "
+            "models have no tokenizer)", "set hf_path, or give token ids with prompt=")
 
 
 def _torch():
@@ -88,16 +90,26 @@ def _reference(path: str, prompt: np.ndarray, tokens: np.ndarray, new: int) -> d
   return {"logits": logits, "tokens": out}
 
 
+def load_tokenizer(path: str):
+  """transformers' tokenizer of the checkpoint `path`; a folder without one is refused."""
+  try:
+    return _torch()[1].AutoTokenizer.from_pretrained(path)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"prompt_text: {path} holds no tokenizer transformers can load "
+                      f"({one_line(e, 120)})."
+                      " Fix: copy the model's tokenizer files (tokenizer.json, "
+                      "tokenizer_config.json) into it, or give token ids with prompt=") from None
+
+
 def run_one(path: str, cfg: GenerateConfig, rng: np.random.Generator) -> dict:
   """Loads `path`, generates greedily, and (if cfg.compare) checks against transformers."""
+  tokenizer = load_tokenizer(path) if cfg.prompt_text else None  # refused before the weights
   start = time.perf_counter()
   module, variables = load_pretrained(path, dtype=cfg.dtype, progress=progress)
   load_s = time.perf_counter() - start
   mcfg = module.cfg
   n_params = param_count(variables["params"])
-  tokenizer = None
-  if cfg.prompt_text:
-    tokenizer = _torch()[1].AutoTokenizer.from_pretrained(path)
+  if tokenizer is not None:
     prompt = np.asarray(tokenizer(cfg.prompt_text)["input_ids"])[None]
   else:
     prompt = np.asarray(cfg.prompt or rng.integers(0, mcfg.vocab_size, cfg.prompt_len))[None]

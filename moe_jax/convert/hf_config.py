@@ -65,8 +65,10 @@ def _check_silu(hf: dict) -> None:
 
 def _common(hf: dict, default_theta: float) -> dict:
   heads = hf["num_attention_heads"]
-  require(not hf.get("quantization_config"), "quantization_config",
-          "quantised checkpoints are not supported",
+  quant = hf.get("quantization_config") or {}
+  require(not quant or quant.get("format") == "pack-quantized", "quantization_config",
+          f"{quant.get('format') or quant.get('quant_method')!r} checkpoints are not supported "
+          "(pack-quantized integer weights are)",
           "dequantise the weights to bf16/fp32 first (e.g. DeepSeek's fp8_cast_bf16.py)")
   _check_silu(hf)
   head_dim = _get(hf, "head_dim")

@@ -7,6 +7,8 @@ from ties), so a wrong routing rule cannot hide behind near-uniform gates.
 """
 from __future__ import annotations
 
+from moe_jax.utils.errors import check_choice
+
 VOCAB = 96
 _COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -71,6 +73,7 @@ def build(name: str, path: str, seed: int = 0, **overrides):
 
   `overrides` replace config fields (e.g. hidden_size=128, num_hidden_layers=4).
   """
+  check_choice("family", name, FAMILIES)
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   cls, fields, router_scale = FAMILIES[name]

@@ -71,6 +71,51 @@ def stdlib_source() -> list[Document]:
   return docs
 
 
+def read_text(path: str) -> str:
+  """The text of a user's file: UTF-8 (a byte-order mark is dropped); a folder, a binary file
+  (one with a NUL byte) or invalid UTF-8 is refused naming the file and where."""
+  require(os.path.isfile(path), "data.files", f"{path} is not a file",
+          "give .txt/.jsonl files or glob patterns that match only files")
+  with open(path, "rb") as f:
+    raw = f.read()
+  nul = raw.find(b"\0")
+  require(nul < 0, "data.files", f"{path} is a binary file (a NUL byte at offset {nul})",
+          "give UTF-8 text: .txt files, or .jsonl files with one JSON object per line")
+  try:
+    return raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise ConfigError(f"data.files: {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                      f"offset {e.start}, line {line}). Fix: convert it to UTF-8, e.g. iconv "
+                      "-f latin1 -t utf-8") from None
+
+
+def jsonl_documents(path: str, text_field: str) -> list[Document]:
+  """One document per non-empty line of a .jsonl file: the line's `text_field` string."""
+  docs = []
+  for n, line in enumerate(read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      raise ConfigError(f"data.files: line {n} of {path} is not valid JSON ({e}). Fix: write "
+                        "one JSON object per line") from None
+    require(isinstance(record, dict), "data.files", f"line {n} of {path} is a JSON "
+            f"{type(record).__name__}, not an object", "write one JSON object per line, e.g. "
+            '{"text": "..."}')
+    if text_field not in record:
+      raise ConfigError(f"data.text_field: line {n} of {path} has no field "
+                        f"{text_field!r} (fields: {sorted(record)}). Fix: set "
+                        "data.text_field to the field holding the text")
+    text = record[text_field]
+    require(isinstance(text, str), "data.text_field", f"line {n} of {path}: field "
+            f"{text_field!r} holds a {type(text).__name__} ({str(text)[:40]!r}), not text",
+            "point data.text_field at a string field")
+    docs.append(Document(f"{path}:{n}", "user", text))
+  return docs
+
+
 def user_files(paths: list[str], text_field: str = "text") -> list[Document]:
   """Reads .txt files (one document each) and .jsonl files (one document per line's field)."""
   docs = []
@@ -80,19 +125,9 @@ def user_files(paths: list[str], text_field: str = "text") -> list[Document]:
             "give existing .txt/.jsonl paths or glob patterns")
     for path in matches:
       if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-          for n, line in enumerate(f):
-            if not line.strip():
-              continue
-            record = json.loads(line)
-            if text_field not in record:
-              raise ConfigError(f"data.text_field: line {n + 1} of {path} has no field "
-                                f"{text_field!r} (fields: {sorted(record)}). Fix: set "
-                                "data.text_field to the field holding the text")
-            docs.append(Document(f"{path}:{n + 1}", "user", record[text_field]))
+        docs += jsonl_documents(path, text_field)
       else:
-        with open(path, encoding="utf-8", errors="replace") as f:
-          docs.append(Document(path, "user", f.read()))
+        docs.append(Document(path, "user", read_text(path)))
   return docs
 
 
@@ -129,11 +164,29 @@ def to_tokens(docs: list[Document]) -> np.ndarray:
 
 
 def lm_data(cfg: DataConfig, seq_len: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """The training token stream and held-out windows [n, seq_len + 1] per domain."""
+  """The training token stream and held-out windows [n, seq_len + 1] per domain.
+
+  A split that leaves a domain no held-out window, or leaves too little training text for one
+  window, is refused here, before anything trains.
+  """
   docs = load_documents(list(cfg.sources), list(cfg.files), cfg.text_field)
   train_docs, val_docs = split(docs, cfg.val_every)
   eval_sets = {}
-  for domain in sorted({d.domain for d in val_docs}):
-    tokens = to_tokens([d for d in val_docs if d.domain == domain])
+  for domain in sorted({d.domain for d in docs}):
+    held_out = [d for d in val_docs if d.domain == domain]
+    count = sum(d.domain == domain for d in docs)
+    require(bool(held_out), "data.val_every", f"the {domain!r} text has {count} document(s) "
+            f"and every {cfg.val_every}th is held out, so none is", "give more documents (e.g. "
+            "a .jsonl file with one per line)" + (
+                f" or lower data.val_every to at most {count}" if count >= 2 else ""))
+    tokens = to_tokens(held_out)
+    require(len(tokens) > seq_len, "data.val_every", f"the held-out {domain!r} text "
+            f"({len(tokens)} bytes) is shorter than one window of train.seq_len + 1 = "
+            f"{seq_len + 1} bytes", "hold out more text (lower data.val_every) or lower "
+            "train.seq_len")
     eval_sets[domain] = eval_windows(tokens, seq_len, cfg.max_eval_windows)
-  return to_tokens(train_docs), eval_sets
+  train_tokens = to_tokens(train_docs)
+  require(len(train_tokens) > seq_len + 1, "data.files", f"the training text ({len(train_tokens)}"
+          f" bytes) is shorter than one window of train.seq_len + 1 = {seq_len + 1} bytes",
+          "add text or lower train.seq_len")
+  return train_tokens, eval_sets

@@ -20,7 +20,7 @@ class WindowIterator:
 
   def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int,
                start: int = 0):
-    require(len(tokens) > seq_len + 1, "data.seq_len",
+    require(len(tokens) > seq_len + 1, "train.seq_len",
             f"the token stream ({len(tokens)} tokens) is shorter than seq_len + 1",
             "lower seq_len or add data")
     self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed

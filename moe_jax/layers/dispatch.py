@@ -14,6 +14,10 @@ call (dropless hands it the token rows and a matmul_out that returns y[T, D] its
   "dense":    GShard's one-hot dispatch/combine tensors [T, E, C] and einsums; the readable
       reference, same drop rule as "capacity".
 With a capacity factor of 0 (C = T) no assignment can be dropped and all three are equal.
+The pieces the expert-parallel paths reuse (moe_jax/parallel/expert_parallel.py,
+moe_jax/inference/exflow/coherent.py) are public: `capacity_slots` (each assignment's row in an
+[E, C] buffer), `einsum_matmul` (the batched matmul over such buffers) and `combine` (the
+weighted sum of each token's expert outputs).
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ _unsort_sum.defvjp(lambda rows, order, k: (_unsort_sum(rows, order, k), order),
                    lambda k, order, d_y: (d_y[order // k], None))
 
 
-def _combine(rows: jax.Array, order: jax.Array, routing: Routing, num_tokens: int) -> jax.Array:
+def combine(rows: jax.Array, order: jax.Array, routing: Routing, num_tokens: int) -> jax.Array:
   """y[T, D] = sum over assignments of weight * rows, rows[A, D] given in `order`."""
   weighted = rows * routing.weight[order].astype(rows.dtype)[:, None]
   if routing.top_k:  # unsort, then sum the K rows of each token: a gather instead of a scatter
@@ -126,8 +130,13 @@ def dropless(x, routing: Routing, experts_fn, num_experts: int, *, gmm_impl: str
   return y, stats
 
 
-def _slots(routing: Routing, num_experts: int, capacity: int):
-  """(order, slot, keep): slot in [0, E*C] of each assignment in `order`; E*C is the drop bin."""
+def capacity_slots(routing: Routing, num_experts: int, capacity: int):
+  """(order, slot, keep, counts) of assignments kept up to C per expert, by priority.
+
+  order[A]: the assignments sorted by (expert, priority) (`_priority_order`); slot[A] in
+  [0, E*C]: the buffer row of each assignment in `order`, E*C the drop bin; keep[A]: whether it
+  got a slot; counts[E]: assignments routed to each expert, drops included.
+  """
   order = _priority_order(routing)
   expert_sorted = routing.expert[order]
   counts = tokens_per_expert(routing.expert, num_experts)
@@ -138,7 +147,8 @@ def _slots(routing: Routing, num_experts: int, capacity: int):
   return order, slot, keep, counts
 
 
-def _einsum_matmul(a, w):
+def einsum_matmul(a, w):
+  """Each expert's rows times its own matrix: a[E, C, D] x w[E, D, F] -> [E, C, F]."""
   return jnp.einsum("ecd,edf->ecf", a, w)
 
 
@@ -148,13 +158,13 @@ def capacity(x, routing: Routing, experts_fn, num_experts: int, *, capacity_fact
   del unused
   t, d = x.shape
   c = expert_capacity(routing.expert.shape[0], t, num_experts, capacity_factor)
-  order, slot, keep, counts = _slots(routing, num_experts, c)
+  order, slot, keep, counts = capacity_slots(routing, num_experts, c)
   buf = jnp.zeros((num_experts * c + 1, d), x.dtype).at[slot].set(x[routing.token[order]])
   filled = jnp.zeros((num_experts * c + 1,), jnp.bool_).at[slot].set(keep)
-  out, zero_frac = experts_fn(buf[:-1].reshape(num_experts, c, d), _einsum_matmul)
+  out, zero_frac = experts_fn(buf[:-1].reshape(num_experts, c, d), einsum_matmul)
   out = jnp.concatenate([out.reshape(num_experts * c, -1), jnp.zeros((1, out.shape[-1]),
                                                                      out.dtype)])
-  y = _combine(out[slot], order, routing, t)
+  y = combine(out[slot], order, routing, t)
   used = filled[:-1].reshape(num_experts, c).astype(jnp.float32)
   zf = jnp.sum(zero_frac * used, axis=1) / jnp.maximum(jnp.sum(used, axis=1), 1.0)
   return y, DispatchStats(counts, jnp.sum(~keep).astype(jnp.int32), zf)
@@ -166,19 +176,19 @@ def dense(x, routing: Routing, experts_fn, num_experts: int, *, capacity_factor:
   del unused
   t, _ = x.shape
   c = expert_capacity(routing.expert.shape[0], t, num_experts, capacity_factor)
-  order, slot, keep, counts = _slots(routing, num_experts, c)
+  order, slot, keep, counts = capacity_slots(routing, num_experts, c)
   token = routing.token[order]
   # Scatter each assignment's 1 (and weight) to [token, slot]; column E*C is the drop bin.
   dispatch_mask = jnp.zeros((t, num_experts * c + 1), jnp.float32).at[token, slot].add(1.0)
-  combine = jnp.zeros((t, num_experts * c + 1), jnp.float32).at[token, slot].add(
+  weights = jnp.zeros((t, num_experts * c + 1), jnp.float32).at[token, slot].add(
       routing.weight[order])
   dispatch_mask = dispatch_mask[:, :-1].reshape(t, num_experts, c).astype(x.dtype)
-  combine = combine[:, :-1].reshape(t, num_experts, c).astype(x.dtype)
+  weights = weights[:, :-1].reshape(t, num_experts, c).astype(x.dtype)
   x_e = jnp.einsum("td,tec->ecd", x, dispatch_mask)
-  out, zero_frac = experts_fn(x_e, _einsum_matmul)
+  out, zero_frac = experts_fn(x_e, einsum_matmul)
   used = jnp.sum(dispatch_mask, axis=0).astype(jnp.float32)  # [E, C]
   zf = jnp.sum(zero_frac * used, axis=1) / jnp.maximum(jnp.sum(used, axis=1), 1.0)
-  y = jnp.einsum("ecd,tec->td", out, combine)
+  y = jnp.einsum("ecd,tec->td", out, weights)
   return y, DispatchStats(counts, jnp.sum(~keep).astype(jnp.int32), zf)
 
 

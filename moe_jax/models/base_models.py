@@ -13,7 +13,9 @@ trained MoE LM; none can be downloaded here, so each method names one of these (
 returns the model's HF directory under the cache (`$MOE_JAX_CACHE`, else `~/.cache/moe_jax`),
 training it first when the cache has no complete entry for this config: the entry's directory
 name carries a hash of the config, the Python version (the shipped corpus differs between
-versions) and FORMAT, and a `complete.json` stamp written last marks it whole. A missing or
+versions) and FORMAT, and a `complete.json` stamp written last marks it whole. The MoE trains in
+the entry's `moe/` (a train_lm workdir), so `python -m experiments.train --config=<its config>
+--workdir=<entry>` trains it together with its dense twin, and `ensure` then only exports it. A missing or
 mismatching stamp means the entry is rebuilt (training resumes from its own checkpoints, which
 train_lm checks against the config), never trusted.
 """
@@ -25,6 +27,7 @@ import os
 import platform
 import shutil
 
+from moe_jax.utils.config import changed_fields
 from moe_jax.utils.errors import require
 
 BASE_MODELS = {
@@ -61,10 +64,11 @@ def base_config(spec: str):
 
 
 def fingerprint(config) -> dict:
-  """What a cache entry must match: the model, training and data config, Python, FORMAT."""
+  """What a cache entry must match: the model, training and data fields that differ from their
+  defaults, Python, FORMAT (so a new field whose default keeps the old behaviour leaves entries
+  valid; changing a default's value needs FORMAT raised)."""
   return {"format": FORMAT, "python": platform.python_version(),
-          "model": config.model.to_dict(), "train": config.train.to_dict(),
-          "data": config.data.to_dict()}
+          **{k: changed_fields(getattr(config, k)) for k in ("model", "train", "data")}}
 
 
 def entry_dir(spec: str, config, cache_dir: str = "") -> str:
@@ -103,7 +107,7 @@ def ensure(spec: str, cache_dir: str = "") -> str:
   print(f"base model {spec}: training once into {entry} (cached for later runs)", flush=True)
   train_tokens, eval_sets = lm_data(config.data, config.train.seq_len)
   run = train_lm(config.model, config.train, train_tokens, eval_sets,
-                 os.path.join(entry, "train"), desc=f"base model {spec}",
+                 os.path.join(entry, "moe"), desc=f"base model {spec}",
                  parallel=config.parallel)
   state = run["state"]
   tmp = hf_dir + ".tmp"

@@ -93,6 +93,9 @@ class LMConfig(Section):
     for field in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff",
                   "max_len", "causal_blocks"):
       check_positive(field, getattr(self, field))
+    if self.head_dim is not None:
+      check_positive("head_dim", self.head_dim)
+    check_positive("norm_eps", self.norm_eps)  # eps <= 0: a zero row normalises to NaN
     if self.head_dim is None:
       require(self.d_model % self.num_heads == 0, "num_heads",
               f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}",

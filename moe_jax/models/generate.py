@@ -12,10 +12,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from moe_jax.models.config import LMConfig
-from moe_jax.models.lm import MoELM
-from moe_jax.utils.errors import require
+from moe_jax.models.lm import MoELM, check_token_ids
+from moe_jax.utils.errors import check_nonnegative, require
 
 
 def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float,
@@ -30,15 +31,21 @@ def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float,
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+def empty_cache(model: MoELM, batch: int) -> dict:
+  """The 'cache' collection of a decode-mode `model` for `batch` sequences with nothing written:
+  keys/values 0, positions -1 (masked), index 0."""
+  cache = model.init(jax.random.key(0), jnp.zeros((batch, 1), jnp.int32))["cache"]
+  return jax.tree.map_with_path(
+      lambda path, x: jnp.full_like(x, -1) if path[-1].key == "positions" else jnp.zeros_like(x),
+      cache)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature", "top_k"))
 def _generate(cfg, variables, prompt, rng, max_new_tokens, temperature, top_k):
   b, p = prompt.shape
   # The cache holds exactly the P + N positions this call needs, not cfg.max_len.
   model = MoELM(dataclasses.replace(cfg, max_len=p + max_new_tokens), decode=True)
-  cache = model.init(jax.random.key(0), jnp.zeros((b, 1), jnp.int32))["cache"]
-  cache = jax.tree.map(jnp.zeros_like, cache)
-  cache = jax.tree.map_with_path(
-      lambda path, x: jnp.full_like(x, -1) if path[-1].key == "positions" else x, cache)
+  cache = empty_cache(model, b)
   positions = jnp.broadcast_to(jnp.arange(p), (b, p))
   logits, mutated = model.apply({**variables, "cache": cache}, prompt, positions,
                                 mutable=["cache"])
@@ -70,11 +77,20 @@ def generate(cfg: LMConfig, variables: dict, prompt: jax.Array, max_new_tokens: 
     cfg: the model config; variables: {"params": ..., plus e.g. "moe_bias"}.
     temperature: 0 for greedy decoding; top_k: sample among the k likeliest (0: all).
   """
-  prompt = jnp.asarray(prompt, jnp.int32)
-  require(max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {max_new_tokens}",
-          "ask for at least one token")
+  ids = prompt if isinstance(prompt, jax.Array) else np.asarray(prompt)
+  require(ids.ndim == 2 and ids.shape[1] >= 1, "prompt", f"expected token ids [batch, length "
+          f">= 1], got shape {list(ids.shape)}", "pass prompt[None] for a single sequence")
+  check_token_ids(ids, cfg.vocab_size, "prompt")
+  prompt = jnp.asarray(ids, jnp.int32)
+  integer = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+  require(integer(max_new_tokens) and max_new_tokens >= 1, "max_new_tokens",
+          f"must be an integer >= 1, got {max_new_tokens!r}", "ask for at least one token")
+  check_nonnegative("temperature", temperature)
+  require(integer(top_k) and 0 <= top_k <= cfg.vocab_size, "top_k", f"must be an integer in "
+          f"[0, {cfg.vocab_size}], got {top_k!r}", "use 0 to sample among all tokens")
   require(prompt.shape[1] + max_new_tokens <= cfg.max_len, "max_new_tokens",
           f"prompt ({prompt.shape[1]}) + new tokens ({max_new_tokens}) exceed the cache "
           f"(max_len={cfg.max_len})", "shorten the prompt, ask for fewer tokens or raise max_len")
   rng = jax.random.key(0) if rng is None else rng
-  return _generate(cfg, variables, prompt, rng, max_new_tokens, float(temperature), top_k)
+  return _generate(cfg, variables, prompt, rng, int(max_new_tokens), float(temperature),
+                   int(top_k))

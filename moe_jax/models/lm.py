@@ -12,6 +12,11 @@ Norm is RMSNorm or LayerNorm (cfg.norm). The published MoE LMs differ only in co
 (`LMConfig`): biases, q/k norms, sliding window, RoPE layout and scaling, latent attention.
 With `decode=True` the attention keeps a cache in the 'cache' collection: a call with S tokens
 writes them at the cache index and attends to everything cached so far.
+
+Token ids must lie in [0, V): inside jit an id >= V reads a NaN embedding row and a negative one
+wraps around. `check_token_ids` refuses them once per call on concrete (host) arrays: MoELM does
+so when it is applied outside jit, and the entry points (generate, train_lm) before they jit;
+traced calls are not checked, so the jitted hot path pays nothing.
 """
 from __future__ import annotations
 
@@ -25,6 +30,22 @@ import numpy as np
 from moe_jax.layers.experts import MlpBlock
 from moe_jax.layers.moe import MoE
 from moe_jax.models.config import LMConfig
+from moe_jax.utils.errors import require
+
+
+def check_token_ids(tokens, vocab_size: int, field: str = "tokens") -> None:
+  """Refuses non-integer token ids or ids outside [0, vocab_size), naming `field`; tracers
+  (inside jit) pass unchecked."""
+  if isinstance(tokens, jax.core.Tracer):
+    return
+  ids = np.asarray(tokens)
+  require(np.issubdtype(ids.dtype, np.integer), field, f"token ids must be integers, got "
+          f"dtype {ids.dtype}", "pass integer token ids")
+  if ids.size:
+    low, high = int(ids.min()), int(ids.max())
+    require(low >= 0 and high < vocab_size, field, f"token ids must be in [0, {vocab_size}) "
+            f"(the model's vocab_size), got ids from {low} to {high}",
+            "encode with the model's tokenizer, or use a model whose vocab_size covers them")
 
 
 class RMSNorm(nn.Module):
@@ -290,11 +311,24 @@ class LatentAttention(nn.Module):
                   num_in=2)(out)
 
 
+def make_embed(cfg: LMConfig) -> nn.Embed:
+  """The token embedding [V, D] (named "embed"; the tied output head reads it too)."""
+  return nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                              ("vocab", "embed")),
+                  name="embed")
+
+
 class Block(nn.Module):
-  """Pre-norm transformer block with an MoE or dense FFN."""
+  """Pre-norm transformer block with an MoE or dense FFN.
+
+  `attention_only`: stop before the FFN and return (h', Norm(h')), the residual stream after
+  attention and the FFN's input (offloaded inference runs the FFN apart).
+  """
   cfg: LMConfig
   use_moe: bool
   decode: bool = False
+  attention_only: bool = False
 
   @nn.compact
   def __call__(self, x, positions, deterministic: bool = True, attn_blocks: int = 1):
@@ -303,6 +337,8 @@ class Block(nn.Module):
     x = x + attn(cfg, self.decode, name="attn")(make_norm(cfg, "attn_norm")(x), positions,
                                                 attn_blocks)
     y = make_norm(cfg, "ffn_norm")(x)
+    if self.attention_only:
+      return x, y
     if self.use_moe:
       y = MoE(cfg.moe, cfg.activation, cfg.dtype, cfg.param_dtype,
               name="moe")(y, deterministic=deterministic)
@@ -318,22 +354,29 @@ class MoELM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, hidden: jax.Array | None = None) -> jax.Array:
+    """`hidden` [B, S, D], the last block's output: only the final norm and head run on it
+    (tokens unread; offloaded inference runs the blocks apart)."""
     cfg = self.cfg
+    if hidden is not None:
+      return self._logits(make_embed(cfg), hidden)
+    check_token_ids(tokens, cfg.vocab_size)
     blocks = 1
     if positions is None:  # keys = queries in order: causal attention may skip masked blocks
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
       if not self.decode and tokens.shape[1] % cfg.causal_blocks == 0:
         blocks = cfg.causal_blocks
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                                                 ("vocab", "embed")),
-                     name="embed")
+    embed = make_embed(cfg)
     x = nn.with_logical_constraint(embed(tokens), BSD)
     moe_ids = set(cfg.moe_layer_ids())
     for i in range(cfg.num_layers):
       x = Block(cfg, i in moe_ids, self.decode, name=f"layer_{i}")(x, positions, deterministic,
                                                                    blocks)
+    return self._logits(embed, x)
+
+  def _logits(self, embed: nn.Embed, x: jax.Array) -> jax.Array:
+    """The final norm and the output head of the last block's output x[B, S, D]."""
+    cfg = self.cfg
     x = make_norm(cfg, "final_norm")(x)
     if cfg.tie_embeddings:
       logits = embed.attend(x)

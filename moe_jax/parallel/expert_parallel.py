@@ -96,7 +96,7 @@ def dispatch(x: jax.Array, routing: Routing, expert_params, experts, num_experts
                 probs=None, top_k=k)
     c = (t_l if capacity_factor is None else
          dispatch_lib.expert_capacity(t_l * k, t_l, num_experts, capacity_factor))
-    order, slot, keep, counts = dispatch_lib._slots(r, num_experts, c)  # pylint: disable=protected-access
+    order, slot, keep, counts = dispatch_lib.capacity_slots(r, num_experts, c)
     # Each row carries a trailing 1 so the receiver knows its filled slots (zero_frac).
     rows = jnp.concatenate([tokens[r.token[order]].astype(experts.dtype),
                             jnp.ones((order.shape[0], 1), experts.dtype)], axis=1)
@@ -106,12 +106,12 @@ def dispatch(x: jax.Array, routing: Routing, expert_params, experts, num_experts
     recv = jax.lax.all_to_all(send, expert_axis, 0, 0)
     recv = recv.transpose(1, 0, 2, 3).reshape(e_local, n * c, d + 1)
     out, zero_frac = experts.apply({"params": params_l}, recv[..., :d],
-                                   dispatch_lib._einsum_matmul)  # pylint: disable=protected-access
+                                   dispatch_lib.einsum_matmul)
     back = out.reshape(e_local, n, c, d).transpose(1, 0, 2, 3)
     # combine all-to-all: outputs return to the devices their tokens came from
     ret = jax.lax.all_to_all(back, expert_axis, 0, 0).reshape(num_experts * c, d)
     ret = jnp.concatenate([ret, jnp.zeros((1, d), ret.dtype)])
-    y = dispatch_lib._combine(ret[slot], order, r, t_l)  # pylint: disable=protected-access
+    y = dispatch_lib.combine(ret[slot], order, r, t_l)
     filled = recv[..., d].astype(jnp.float32)
     zf_sum, used = jnp.sum(zero_frac * filled, axis=1), jnp.sum(filled, axis=1)  # [E_l]
     if other_axes:
@@ -132,40 +132,56 @@ def dispatch(x: jax.Array, routing: Routing, expert_params, experts, num_experts
           x, routing.expert.reshape(b, s * k), routing.weight.reshape(b, s * k), expert_params)
 
 
+def count_collective(compiled_text: str, op: str) -> int:
+  """Number of `op` instructions ("all-to-all", "all-gather", ...) in compiled HLO text (async
+  start/done pairs counted once)."""
+  return sum(f" {op}(" in l or f" {op}-start(" in l for l in compiled_text.splitlines())
+
+
 def count_all_to_all(compiled_text: str) -> int:
   """Number of all-to-all ops in compiled HLO text (async pairs counted once)."""
-  lines = compiled_text.splitlines()
-  starts = sum(" all-to-all-start(" in l for l in lines)
-  plain = sum(" all-to-all(" in l for l in lines)
-  return starts + plain
+  return count_collective(compiled_text, "all-to-all")
 
 
 _DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1}
 
 
-def all_to_all_shapes(compiled_text: str) -> list[tuple[str, tuple[int, ...]]]:
-  """(element type, dims) of every array the all-to-alls in compiled HLO text send.
+def collective_shapes(compiled_text: str, op: str) -> list[tuple[str, tuple[int, ...]]]:
+  """(element type, dims) of the result of every `op` in compiled HLO text.
 
-  Read from the instructions' result shapes (an all-to-all's result has its operand's size).
+  Read from the instructions' result shapes (an async start's result is an (operands, results)
+  tuple: its second half). An all-to-all's result has its operand's size; an all-gather's is
+  the operand times the devices of the group.
   """
   out = []
   for line in compiled_text.splitlines():
-    if " all-to-all(" not in line and " all-to-all-start(" not in line:
+    if f" {op}(" not in line and f" {op}-start(" not in line:
       continue
-    shapes = re.findall(r"(\w+)\[([\d,]*)\]", line.split("=", 1)[1].split("all-to-all", 1)[0])
-    if "all-to-all-start(" in line:  # async: (operand, result) tuple
-      shapes = shapes[:1]
+    shapes = re.findall(r"(\w+)\[([\d,]*)\]", line.split("=", 1)[1].split(f" {op}", 1)[0])
+    if f" {op}-start(" in line:
+      shapes = shapes[len(shapes) // 2:]
     out += [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in shapes]
   return out
 
 
-def all_to_all_bytes(compiled_text: str) -> int:
-  """Bytes each device sends through all-to-alls in compiled HLO text.
+def all_to_all_shapes(compiled_text: str) -> list[tuple[str, tuple[int, ...]]]:
+  """(element type, dims) of every array the all-to-alls in compiled HLO text send."""
+  return collective_shapes(compiled_text, "all-to-all")
+
+
+def collective_bytes(compiled_text: str, op: str) -> int:
+  """Bytes of the results of every `op` in compiled HLO text, per device: for an all-to-all
+  what each device sends (its own block included), for an all-gather what each ends with.
 
   XLA's cost analysis has no per-collective byte count on every backend, hence the HLO reading.
   """
   return sum(_DTYPE_BYTES[dtype] * math.prod(dims)
-             for dtype, dims in all_to_all_shapes(compiled_text))
+             for dtype, dims in collective_shapes(compiled_text, op))
+
+
+def all_to_all_bytes(compiled_text: str) -> int:
+  """Bytes each device sends through all-to-alls in compiled HLO text."""
+  return collective_bytes(compiled_text, "all-to-all")
 
 
 def expert_param_bytes_per_device(expert_params) -> dict[str, int]:

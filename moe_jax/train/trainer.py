@@ -27,6 +27,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from moe_jax.layers.moe import SOWN
 from moe_jax.layers.routers import aux_free_bias_update
 from moe_jax.parallel import hosts, partitioning
 
@@ -98,7 +99,7 @@ def _boxed_state(model, optimizer, rng: jax.Array, seq_len: int, hooks: Hooks = 
                                    {k: init[k] for k in given}, given,
                                    is_leaf=lambda x: isinstance(x, nn.Partitioned))}
   params = init["params"]
-  extra = {k: v for k, v in init.items() if k not in ("params", "intermediates", "aux_loss")}
+  extra = {k: v for k, v in init.items() if k not in ("params",) + SOWN}
   hook_state = hooks.init_hook_state(nn.unbox(params)) if hooks.init_hook_state else None
   return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), extra, hook_state)
 

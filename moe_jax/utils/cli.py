@@ -3,23 +3,28 @@
 `--config.<dotted field>=<value>` arguments are taken out of argv before absl parses it and handed
 to `main` as overrides (text, parsed later by the field's type: moe_jax/utils/config.py). A bad
 flag, a misspelt override or a ConfigError raised anywhere ends the program with
-`error: <what, where, how to fix>` on stderr and exit status 2, not a traceback.
+`error: <what, where, how to fix>` on stderr and exit status 2, not a traceback. A run that
+stops early (`RunStopped`: a signal, an error mid-training) ends with `stopped: <what happened,
+the last intact checkpoint, how to resume>` as its last line and the run's exit status (after
+the traceback of an unexpected error, which a bug report needs); Ctrl-C before a run could say
+more ends with `stopped: interrupted (Ctrl-C)` and status 130.
 """
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Callable
 
 from absl import app, flags
 
-from moe_jax.utils.errors import ConfigError
+from moe_jax.utils.errors import ConfigError, RunStopped
 
 OVERRIDE_PREFIX = "--config."
 
 
-def fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+def fail(message: str, code: int = 2, prefix: str = "error") -> None:
+  print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -54,5 +59,12 @@ def run(main: Callable[[list[str], dict[str, str]], object]) -> None:
       return main(argv, overrides)
     except ConfigError as e:
       fail(str(e))
+    except RunStopped as e:
+      cause = e.__cause__
+      if cause is not None and not isinstance(cause, (ConfigError, KeyboardInterrupt)):
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+      fail(str(e), e.exit_code, "stopped")
+    except KeyboardInterrupt:
+      fail("interrupted (Ctrl-C); this run wrote no results", 130, "stopped")
 
   app.run(guarded, flags_parser=parse)

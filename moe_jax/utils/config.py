@@ -276,6 +276,32 @@ def _set(data: dict, cls, dotted: str, text: str) -> None:
   node[parts[-1]] = parse(annotation, text, dotted)
 
 
+def changed_fields(config) -> dict:
+  """The fields of a Section tree that differ from their declared defaults, as nested plain dicts.
+
+  A stamp built from it survives adding a field whose default keeps the old behaviour.
+  """
+  out = {}
+  for f in dataclasses.fields(config):
+    if not f.init:
+      continue
+    value = getattr(config, f.name)
+    if dataclasses.is_dataclass(value):
+      if sub := changed_fields(value):
+        out[f.name] = sub
+      continue
+    if f.default is not dataclasses.MISSING:
+      default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      default = f.default_factory()
+    else:
+      out[f.name] = to_dict(value)
+      continue
+    if to_dict(value) != to_dict(default):
+      out[f.name] = to_dict(value)
+  return out
+
+
 def to_dict(config) -> Any:
   """A Section tree as nested plain dicts (tuples stay tuples)."""
   if dataclasses.is_dataclass(config) and not isinstance(config, type):

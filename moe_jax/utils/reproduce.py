@@ -3,14 +3,17 @@
 Each experiment runs into DIR/<name>/ under the contract (moe_jax/utils/experiment.py); one that
 raises is reported as failed with its error while the others go on. DIR/results.json holds
 `papers.<name>.{status, error, minutes, data, scale, claims.<key>.{holds, ours, than, paper}}`;
-DIR/results.md one row per claim. `update_docs` rewrites the generated tables of
-docs/results.md and docs/<name>.md (between `<!-- reproduce:<preset> begin/end -->` markers)
-with the date and the machine.
+DIR/results.md one row per claim. `update_docs` merges the run's papers into docs/results.json
+(per preset, per paper, with the date and the machine; a paper not in the run keeps its last
+measurement, so the default preset can be measured a few papers at a time) and rewrites the
+generated tables of docs/results.md and docs/<name>.md between `<!-- reproduce:<preset>
+begin/end -->` markers.
 """
 from __future__ import annotations
 
 import datetime
 import importlib
+import json
 import os
 import re
 import time
@@ -69,10 +72,10 @@ def run_all(experiments: dict[str, Experiment], workdir: str, preset: str) -> di
   return results
 
 
-def table(results: dict) -> str:
-  """One row per claim (and one per failed paper)."""
+def table(papers: dict) -> str:
+  """One row per claim (and one per failed paper) of papers {name: entry}."""
   rows = []
-  for name, p in results["papers"].items():
+  for name, p in papers.items():
     if p["status"] != "ok":
       rows.append([name, f"failed: {p['error']}", "-", "-", "failed", "-", "-",
                    f"{p['minutes']:.1f}"])
@@ -85,16 +88,17 @@ def table(results: dict) -> str:
                                    "scale", "minutes"], rows)
 
 
-def machine(results: dict) -> str:
-  env = results["environment"]
-  return (f"{results['date']}, preset `{results['preset']}`, {env['cpu_cores']} CPU cores, "
-          f"backend {env['backend']} ({env['devices']} device(s)), Python {env['python']}, "
-          f"JAX {env['jax']}; total {results['minutes']:.1f} minutes")
+def machine(entry: dict) -> str:
+  """Where and when a run (or one paper of it) was measured."""
+  env = entry["environment"]
+  return (f"{entry['date']}, {env['cpu_cores']} CPU cores, backend {env['backend']} "
+          f"({env['devices']} device(s)), Python {env['python']}, JAX {env['jax']}")
 
 
 def report(results: dict) -> str:
-  return (f"# Reproduction: every paper's claims\n\nMeasured {machine(results)}.\n\n"
-          f"{table(results)}\n")
+  return (f"# Reproduction: every paper's claims\n\nMeasured {machine(results)}, preset "
+          f"`{results['preset']}`; total {results['minutes']:.1f} minutes.\n\n"
+          f"{table(results['papers'])}\n")
 
 
 def _replace_block(text: str, tag: str, body: str) -> str:
@@ -109,10 +113,14 @@ def _replace_block(text: str, tag: str, body: str) -> str:
 def update_docs(results: dict, docs_dir: str, workdir: str) -> list[str]:
   """Rewrites the generated blocks of docs/results.md and docs/<name>.md; returns the paths."""
   tag = results["preset"]
-  written = []
-  summary = os.path.join(docs_dir, "results.md")
-  head = f"Measured {machine(results)}.\n\n{table(results)}"
-  written.append(_rewrite(summary, tag, head, "# Results of `reproduce`\n"))
+  papers = merge_measured(os.path.join(docs_dir, "results.json"), results)
+  written = [os.path.join(docs_dir, "results.json")]
+  runs = sorted({machine(p) for p in papers.values()})
+  head = (f"Preset `{tag}`: {len(papers)} papers, {sum(p['minutes'] for p in papers.values()):.1f} "
+          f"minutes in all (each paper's own run time). Measured on: {'; '.join(runs)}.\n\n"
+          f"{table(papers)}")
+  written.append(_rewrite(os.path.join(docs_dir, "results.md"), tag, head,
+                          "# Results of `reproduce`\n"))
   for name, p in results["papers"].items():
     if p["status"] != "ok":
       continue
@@ -122,6 +130,19 @@ def update_docs(results: dict, docs_dir: str, workdir: str) -> list[str]:
     written.append(_rewrite(os.path.join(docs_dir, f"{name}.md"), tag, body,
                             f"# {p['paper']}\n"))
   return written
+
+
+def merge_measured(path: str, results: dict) -> dict:
+  """Merges the run's papers (stamped with its date and machine) into the JSON file at `path`
+  ({preset: {name: entry}}); returns the preset's papers in registry order."""
+  stored = json.load(open(path)) if os.path.exists(path) else {}
+  papers = stored.setdefault(results["preset"], {})
+  for name, p in results["papers"].items():
+    papers[name] = {**p, "date": results["date"], "environment": results["environment"]}
+  order = [n for n in EXPERIMENTS if n in papers] + [n for n in papers if n not in EXPERIMENTS]
+  stored[results["preset"]] = {n: papers[n] for n in order}
+  reporting.write_text(path, json.dumps(stored, indent=2, sort_keys=False) + "\n")
+  return stored[results["preset"]]
 
 
 def _rewrite(path: str, tag: str, body: str, title: str) -> str:

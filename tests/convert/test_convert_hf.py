@@ -176,25 +176,29 @@ def _edit(path, tmp_path, config_change=None, remove=None, drop=None, add=None):
   return str(tmp_path)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (dict(drop="model.layers.1.block_sparse_moe.experts.2.w3.weight"),
-     r"^model\.layers\.1\.block_sparse_moe\.experts\.2\.w3\.weight: missing"),
-    (dict(config_change=dict(intermediate_size=20)),
-     r"^model\.layers\.0\.block_sparse_moe\.experts\.0\.w1\.weight: has shape \[24, 32\]"),
-    (dict(config_change=dict(architectures=["LlamaForCausalLM"])), r"^architectures: unknown"),
-    (dict(config_change=dict(hidden_act="gelu")), r"^hidden_act:"),
+@pytest.mark.parametrize("edit, file, match", [
+    (dict(drop="model.layers.1.block_sparse_moe.experts.2.w3.weight"), "",
+     r"model\.layers\.1\.block_sparse_moe\.experts\.2\.w3\.weight: missing"),
+    (dict(config_change=dict(intermediate_size=20)), "/model.safetensors",
+     r"model\.layers\.0\.block_sparse_moe\.experts\.0\.w1\.weight: has shape \[24, 32\]"),
+    (dict(config_change=dict(architectures=["LlamaForCausalLM"])), "/config.json",
+     r"architectures: unknown"),
+    (dict(config_change=dict(hidden_act="gelu")), "/config.json", r"hidden_act:"),
     (dict(config_change=dict(rope_parameters=dict(rope_type="dynamic", rope_theta=1e4,
-                                                   factor=2.0))),
-     r"^rope_parameters\.rope_type: RoPE scaling 'dynamic'"),
-    (dict(remove="num_local_experts"), r"^num_local_experts: missing from config\.json"),
-    (dict(config_change=dict(quantization_config=dict(quant_method="fp8"))),
-     r"^quantization_config:"),
+                                                   factor=2.0))), "/config.json",
+     r"rope_parameters\.rope_type: RoPE scaling 'dynamic'"),
+    (dict(remove="num_local_experts"), "/config.json",
+     r"num_local_experts: missing from config\.json"),
+    (dict(config_change=dict(quantization_config=dict(quant_method="fp8"))), "/config.json",
+     r"quantization_config:"),
     (dict(add={"model.layers.0.self_attn.q_proj.bias": np.zeros(32, np.float32)}),
-     r"^model\.layers\.0\.self_attn\.q_proj\.bias: 1 checkpoint tensors are not used"),
+     "/model.safetensors",
+     r"model\.layers\.0\.self_attn\.q_proj\.bias: 1 checkpoint tensors are not used"),
 ])
-def test_bad_checkpoint_names_the_tensor_or_field(zoo, tmp_path, edit, match):
+def test_bad_checkpoint_names_the_file_and_the_tensor_or_field(zoo, tmp_path, edit, file, match):
+  import re  # pylint: disable=g-import-not-at-top
   _, path = zoo("mixtral")
-  with pytest.raises(ConfigError, match=match):
+  with pytest.raises(ConfigError, match="^" + re.escape(str(tmp_path) + file) + ": " + match):
     load_pretrained(_edit(path, tmp_path, **edit))
 
 

@@ -32,7 +32,7 @@ def test_every_kind_of_field_is_settable_from_the_command_line():
     ("gn.reference_per_class", "0", "gn.reference_per_class: target 'source' needs"),
     ("users.num_users", "0", "users.num_users: must be > 0"),
     ("users.slant", "0.3,0.1", "users.slant: expected 0 <= low <= high"),
-    ("users.slant", "0.1", "users.slant: expected 2 comma-separated values"),
+    ("users.slant", "0.1", "users.slant: expected 2 values, got 1"),
     ("users.glyph_fraction", "2", "users.glyph_fraction: 2.0 not in"),
     ("ge.steps", "0", "ge.steps: must be > 0"),
     ("ge.steps", "many", "ge.steps: expected an integer"),

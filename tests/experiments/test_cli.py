@@ -18,6 +18,12 @@ ENTRIES = {
     "customization": ("configs/customization.py:quick", "users.slant=0.5,0.1", "users.slant"),
     "home": ("configs/home.py:quick", "data.p_within=1.5", "data.p_within"),
     "dcm": ("configs/dcm.py:quick", "model.patch=3", "model.patch"),
+    "moequant": ("configs/moequant.py:quick", "settings=w9", "settings"),
+    "fate": ("configs/fate.py:quick", "offload.int2_rate=2", "offload.int2_rate"),
+    "exflow": ("configs/exflow.py:quick", "traces.windows=1", "traces.windows"),
+    "eaquant": ("configs/eaquant.py:quick", "settings=w4x4", "settings"),
+    "mcsmoe": ("configs/mcsmoe.py:quick", "targets=0", "targets"),
+    "slimmoe": ("configs/slimmoe.py:quick", "targets=0.5,0.75", "targets"),
 }
 
 

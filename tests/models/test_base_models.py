@@ -37,7 +37,7 @@ def test_quick_base_model_round_trips_through_transformers(cache, name, arch):
     ref = hf.eval()(torch.tensor(tokens)).logits.numpy()
   assert np.abs(ours - ref).max() / np.abs(ref).max() < 1e-4
   # The training workdir it came from gives the same function (tied scaled head vs untied).
-  train = load_model(os.path.join(os.path.dirname(model.source), "train"))
+  train = load_model(os.path.join(os.path.dirname(model.source), "moe"))
   assert train.cfg.tie_embeddings and not model.cfg.tie_embeddings
   np.testing.assert_allclose(np.asarray(train.module.apply(train.variables, tokens)), ours,
                              rtol=1e-5, atol=1e-5)

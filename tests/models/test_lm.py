@@ -137,6 +137,7 @@ def test_cached_decoding_equals_full_forward(tiny_model):
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # ~40 s of op-by-op forwards; test_cached_decoding_equals_full_forward stays
 def test_greedy_generation_equals_argmax_loop_without_cache(tiny_model):
   model, variables, tokens = tiny_model
   prompt = tokens[:, :4]

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from moe_jax.utils.config import Section, build, override, parse, to_dict
+from moe_jax.utils.config import Section, build, changed_fields, override, parse, to_dict
 from moe_jax.utils.errors import ConfigError, require
 
 
@@ -134,3 +134,12 @@ def test_parse_unions_prefer_typed_members_over_str():
   assert parse(str | tuple[int, ...], "1,2", "x") == (1, 2)
   assert parse(str | tuple[int, ...], "all", "x") == "all"
   assert parse(int | None, "NONE", "x") is None
+
+
+def test_changed_fields_leaves_out_defaults():
+  """A stamp of the changed fields only: a field added later with its default leaves it equal."""
+  config = top(steps=5, seeds=(0,), lr=2e-3)
+  assert changed_fields(config) == {
+      "train": {"steps": 5, "lr": 2e-3},
+      "models": {"a": {"kind": "mlp", "width": 8}, "b": {"kind": "moe", "experts": 2, "width": 8}}}
+  assert changed_fields(Top()) == {}

@@ -77,6 +77,22 @@ def test_update_docs_rewrites_only_its_block(experiments, tmp_path):
   assert (docs / "good.md").read_text() == text
 
 
+def test_a_partial_run_keeps_the_other_papers_measurements(experiments, tmp_path):
+  docs = tmp_path / "docs"
+  docs.mkdir()
+  first = reproduce.run_all(experiments, str(tmp_path / "all"), "quick")
+  reproduce.update_docs(first, str(docs), str(tmp_path / "all"))
+  later = reproduce.run_all({"good": experiments["good"]}, str(tmp_path / "one"), "default")
+  reproduce.update_docs(later, str(docs), str(tmp_path / "one"))
+  stored = json.loads((docs / "results.json").read_text())
+  assert list(stored["quick"]) == ["good", "broken", "after"] and list(stored["default"]) == ["good"]
+  assert stored["default"]["good"]["claims"]["above_one"]["holds"] is True
+  text = (docs / "results.md").read_text()
+  quick = text.split("<!-- reproduce:quick begin -->")[1].split("<!-- reproduce:quick end -->")[0]
+  assert "| after | score above one |" in quick and "Preset `quick`: 3 papers" in quick
+  assert "Preset `default`: 1 papers" in text
+
+
 def test_selection_and_registry():
   with pytest.raises(ConfigError, match="--only: unknown experiments"):
     reproduce.select({"a": None}, "a,b")

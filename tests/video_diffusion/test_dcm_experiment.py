@@ -16,6 +16,7 @@ def test_attention_only_ablation_needs_adaln_adapters(tmp_path):
   assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow  # ~45 s; `reproduce --preset=quick` runs it too
 def test_quick_preset_end_to_end(tmp_path):
   proc = run_module("experiments.dcm", "--config=configs/dcm.py:quick", f"--workdir={tmp_path}",
                     fast_compile=True, check=False)

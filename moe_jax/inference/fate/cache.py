@@ -64,6 +64,10 @@ class LRUCache:
     """Whether `key` is resident; changes nothing."""
     return key in self._keys
 
+  def keys(self) -> set:
+    """The resident keys."""
+    return set(self._keys)
+
   def access(self, key: Hashable) -> bool:
     """One request: returns whether `key` was resident; admits it on a miss (evicting the LRU)."""
     if key in self._keys:
@@ -101,6 +105,10 @@ class ARCCache:
   def contains(self, key: Hashable) -> bool:
     """Whether `key` is resident (in T1 or T2); changes nothing."""
     return key in self.t1 or key in self.t2
+
+  def keys(self) -> set:
+    """The resident keys (T1 u T2)."""
+    return set(self.t1) | set(self.t2)
 
   def access(self, key: Hashable) -> bool:
     """One request (cases I-IV): returns whether `key` was resident; admits it on a miss."""

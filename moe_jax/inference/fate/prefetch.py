@@ -81,17 +81,25 @@ def fit_activation_paths(calibration, num_experts: int) -> ActivationPaths:
   return ActivationPaths(conditional(counts), popularity)
 
 
+def predict_pair(paths: ActivationPaths, l: int, experts, k: int) -> np.ndarray:
+  """Layer l's routing experts[T, K] -> pred[T, k]: layer l+1's top-k given the experts at l."""
+  num_layers, num_experts = paths.popularity.shape
+  require(0 <= l < num_layers - 1, "l", f"{l} is not in [0, {num_layers - 1})",
+          "predict the layers 1..L-1 from the one before")
+  require(1 <= k <= num_experts, "k", f"{k} is not in [1, {num_experts}]",
+          "predict at least one and at most num_experts experts")
+  experts = np.asarray(experts, np.int64).reshape(len(experts), -1)
+  scores = np.eye(num_experts)[experts].sum(-2) @ paths.conditional[l]  # [T, E]
+  by_popularity = np.argsort(-paths.popularity[l + 1], kind="stable")
+  ranked = np.argsort(-scores[:, by_popularity], axis=-1, kind="stable")
+  return by_popularity[ranked[:, :k]]
+
+
 def predict_from_paths(paths: ActivationPaths, actual, k: int) -> np.ndarray:
-  """Routing actual[L, T, K] -> pred[L-1, T, k]: layer l+1's top-k given the experts at l."""
+  """Routing actual[L, T, K] -> pred[L-1, T, k]: `predict_pair` for every layer pair."""
   num_layers, num_experts = paths.popularity.shape
   actual = selections(actual, num_experts)
   require(actual.shape[0] == num_layers, "actual",
           f"{actual.shape[0]} layers, the paths were fitted on {num_layers}",
           "pass the routing of the same MoE layers")
-  require(1 <= k <= num_experts, "k", f"{k} is not in [1, {num_experts}]",
-          "predict at least one and at most num_experts experts")
-  multi_hot = np.eye(num_experts, dtype=np.float64)[actual[:-1]].sum(-2)  # [L-1, T, E]
-  scores = np.einsum("lta,lab->ltb", multi_hot, paths.conditional)
-  by_popularity = np.argsort(-paths.popularity[1:], axis=-1, kind="stable")[:, None, :]
-  ranked = np.argsort(-np.take_along_axis(scores, by_popularity, -1), axis=-1, kind="stable")
-  return np.take_along_axis(np.broadcast_to(by_popularity, scores.shape), ranked[..., :k], -1)
+  return np.stack([predict_pair(paths, l, actual[l], k) for l in range(num_layers - 1)])
