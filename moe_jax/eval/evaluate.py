@@ -115,6 +115,16 @@ def evaluate(model: LoadedModel, config: EvalConfig = EvalConfig(),
   return out
 
 
+def cost_row(result: dict, reference: dict) -> dict:
+  """What a change of the model cost, from `evaluate` of the changed model (with the float one
+  as its reference) and of the float model: the quality numbers a compression table reports."""
+  agree = result.get("agreement", {})
+  bpb = result["bpb"]["all"]
+  return {"bpb": bpb, "bpb_loss": bpb - reference["bpb"]["all"],
+          "task_mean": result.get("task_mean", {}).get("acc"), "kl": agree.get("kl"),
+          "top1_agreement": agree.get("top1"), "routing_agreement": agree.get("routing_mean")}
+
+
 def markdown_table(results: Mapping[str, dict]) -> str:
   """One row per evaluated model (name -> evaluate's dict): bpb, top-1, tasks, agreement."""
   require(bool(results), "results", "is empty", "pass {name: evaluate(...)} for each model")

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from moe_jax.eval import EvalConfig, evaluate
+from moe_jax.eval.evaluate import cost_row
 from moe_jax.models.loading import load_model
 from moe_jax.quant import apply, calibrate, eaquant, eaquant_report
 from moe_jax.quant.moequant_experiment import CalibrationConfig, check_grid, data_and_scale
@@ -65,12 +66,10 @@ def recipe(config: EAQuantConfig, method: str, setting: str, model) -> eaquant.E
 
 
 def _row(result: dict, float_result: dict, q: eaquant.EAQuantModel) -> dict:
-  agree, report = result.get("agreement", {}), q.report
+  report = q.report
   counts = report["gptq_tokens_per_expert"]
-  return {"bpb": result["bpb"]["all"], "bpb_loss": result["bpb"]["all"] - float_result["bpb"]["all"],
-          "task_mean": result.get("task_mean", {}).get("acc"), "kl": agree.get("kl"),
-          "top1_agreement": agree.get("top1"), "routing_agreement": agree.get("routing_mean"),
-          "routing": agree.get("routing", {}),
+  return {**cost_row(result, float_result),
+          "routing": result.get("agreement", {}).get("routing", {}),
           "router_ratio": float(np.mean([r["ratio"] for r in report["routers"].values()]))
           if report["routers"] else None,
           "top_up_windows": report["calibration"].get("top_up_windows", 0),

@@ -25,6 +25,7 @@ import numpy as np
 
 from moe_jax.analysis import expert_load, traces
 from moe_jax.eval import EvalConfig, evaluate
+from moe_jax.eval.evaluate import cost_row
 from moe_jax.eval.encoding import make_encoder
 from moe_jax.models.loading import load_model
 from moe_jax.quant import apply, calibrate, ebss, moequant_report
@@ -113,11 +114,8 @@ def calibration_stats(model, tokens: np.ndarray, batch_size: int) -> dict:
 
 def _row(result: dict, float_result: dict, quantized: apply.QuantizedModel,
          data_stats: dict | None) -> dict:
-  agree = result.get("agreement", {})
   counts = quantized.report.get("tokens_per_expert")
-  return {"bpb": result["bpb"]["all"], "bpb_loss": result["bpb"]["all"] - float_result["bpb"]["all"],
-          "task_mean": result.get("task_mean", {}).get("acc"), "kl": agree.get("kl"),
-          "top1_agreement": agree.get("top1"), "routing_agreement": agree.get("routing_mean"),
+  return {**cost_row(result, float_result),
           "frequency_std": data_stats and data_stats["frequency_std"],
           "min_tokens": int(min(min(c) for c in counts.values())) if counts else None,
           "rtn_fallback": quantized.report.get("rtn_fallback", 0),

@@ -1,4 +1,5 @@
-"""b-bit integers packed into int32 words as compressed-tensors' "pack-quantized" format stores them.
+"""b-bit integers packed into int32 words, as compressed-tensors' "pack-quantized" format stores
+them.
 
 Legend: O output rows, I input width, P = 32 / b values per word, I / P words per row.
 

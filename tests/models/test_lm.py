@@ -93,7 +93,7 @@ def test_causal_blocks_change_nothing_but_speed(attention, window):
   def loss_and_grads(blocks):
     model = MoELM(dataclasses.replace(cfg, causal_blocks=blocks))
     f = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, tokens)))
-    return jax.value_and_grad(f)(params)
+    return jax.jit(jax.value_and_grad(f))(params)
 
   (want, want_g), (got, got_g) = loss_and_grads(1), loss_and_grads(4)
   np.testing.assert_allclose(got, want, rtol=1e-5)

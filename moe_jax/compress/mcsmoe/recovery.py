@@ -25,7 +25,8 @@ KEPT = ("slots", "moe_bias")
 def distill(student: LoadedModel, teacher: LoadedModel, train_tokens, eval_sets: dict,
             train: TrainConfig, workdir: str, *, alpha: float = 0.2, temperature: float = 2.0,
             trainable: Callable = freeze("router"), post_update: Optional[Callable] = None,
-            init_hook_state: Optional[Callable] = None, desc: str = "kd") -> tuple[LoadedModel, dict]:
+            init_hook_state: Optional[Callable] = None,
+            desc: str = "kd") -> tuple[LoadedModel, dict]:
   """Trains `student` against `teacher` in `workdir` (resumes there): (trained model, run).
 
   run: train_lm's result without its state, plus "hook_state" (the post-update's final state).
