@@ -175,6 +175,10 @@ class MoE(nn.Module):
     require(x.ndim == 3, "MoE input", f"expected x[batch, seq, width], got shape {x.shape}",
             "reshape the tokens to [batch, seq, width]")
     b, s, d = x.shape
+    if not self.is_initializing() and "experts" in self.variables.get("params", {}):
+      width = nn.unbox(self.variables["params"]["experts"])["wi_up"].shape[1]
+      require(d == width, "MoE input", f"width {d} does not match the layer's weights (width "
+              f"{width})", f"feed x[batch, seq, {width}] or load weights of width {d}")
     tokens = x.reshape(b * s, d)
     routing = self.router_module("router")(tokens, deterministic=deterministic)
     routed = self._to_experts(routing)

@@ -416,6 +416,11 @@ API = [
     ("moe-input-two-dimensional", "boundary", _none, lambda env, _: MoE(
         MODEL.moe, "silu", "float32", "float32").init(jax.random.key(0), jnp.zeros((4, 16))),
      r"MoE input: expected x\[batch, seq, width\], got shape \(4, 16\)"),
+    ("moe-input-other-width", "boundary", _none, lambda env, _: MoE(
+        MODEL.moe, "silu", "float32", "float32").apply(MoE(
+            MODEL.moe, "silu", "float32", "float32").init(jax.random.key(0), jnp.zeros((1, 4, 16))),
+            jnp.zeros((1, 4, 8))),
+     r"MoE input: width 8 does not match the layer's weights \(width 16\)"),
     ("load-model-unknown-name", "hf", _none, lambda env, _: load_model("tiny_mo"),
      r"model: 'tiny_mo' is neither a directory nor a base model"),
     ("tiny-family-unknown", "hf", _none, lambda env, _: tiny.build(
