@@ -11,10 +11,10 @@ On a Hugging Face checkpoint (its own tokenizer's ids; groups dividing its width
   python -m experiments.fate --config=configs/fate.py --workdir=/tmp/fate_hf \
     --config.model=/models/X --config.data.tokens_path=/data/x_ids.npy
 
-Model: the deep_top1 base model (8 MoE layers of 16 experts, top-1). Quick preset
-(deep_top1:quick, 4 experts of width 32, groups 32 / 16; under a minute on 2 cores once the base
-model is cached): cosine 0.91, decode recall 0.81 (EAP 0.54), Fate's hit rate 0.99 at 3/4 of
-the experts, estimated speedups 1.3x / 1.3x over load on demand; default: docs/fate.md.
+Model: the deep_top1 base model (8 MoE layers of 16 experts, top-1). Default (0.8 min on 2
+cores once deep_top1 is cached): cosine 0.86, decode recall 0.57 (EAP 0.17), Fate's hit rate
+0.97 at the largest budget, estimated speedups 1.8x / 1.2x over load on demand (prefill /
+decode); docs/fate.md. Quick preset: deep_top1:quick, 4 experts of width 32, groups 32 / 16.
 Deviations: times are the two-stream timeline's estimates (the link is modelled; on an H200 the
 real decoder's copies were per-call bound, docs/fate.md); the budget counts routed experts only;
 the EAP baseline is first-order; quality is held-out bits per byte, not MMLU.

@@ -23,7 +23,7 @@ def get_config(preset: str = "") -> LMExperimentConfig:
       qk_norm="head",
       moe=dict(num_experts=16, top_k=1, d_ff=256, router="topk", normalize_topk=False,
                dispatch="auto", load_balance_coef=0.01, z_loss_coef=1e-3))
-  train = common.lm_train(num_steps=1800, eval_every=360)
+  train = common.lm_train(num_steps=1000, eval_every=250, save_every=250, keep=4)
   data = common.shipped_text()
   if preset == "quick":
     model.update(d_model=32, num_layers=8, num_heads=2, num_kv_heads=1, d_ff=32, max_len=64)

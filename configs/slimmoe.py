@@ -13,7 +13,8 @@ Command:
 Result: docs/slimmoe.md. Run time: the default (tiny_moe, experts kept at 1/2 and 1/4 of their
 width; 10 distillation runs of 200 x 8 x 256 tokens) is estimated at ~30 min on 2 CPU cores, not
 yet measured (it needs the trained tiny_moe); "quick" (tiny_moe:quick, 3/4 and 1/2) is a
-pipeline check of a few minutes.
+compile-bound pipeline check: its 12 distillation runs share 8 compiled train steps (3.2 min
+when each compiled its own, beside a CI run; not yet timed since).
 Deviations for scale: 410k distillation tokens per row (paper 400B in all); the importance score
 is the first-order Taylor |theta * dL/dtheta| of the distillation loss (the paper's exact form
 is not public), with the data CE added (its KL has zero gradient at the unpruned model); stage

@@ -6,11 +6,13 @@ Legend: B batch, S sequence, V vocabulary.
          + alpha * T^2 * KL(softmax(z_teacher / T) || softmax(z_student / T))   (Hinton et al. 2015)
 
 The teacher's variables travel as the step's `objective_args` (an argument of the jitted step,
-not a constant folded into it), so one compiled step serves any teacher of the same shapes.
+not a constant folded into it), and the objective compares by value (teacher module and loss
+settings), so one compiled step serves every run of the same shapes and settings.
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,23 @@ def kl_divergence(teacher_logits: jax.Array, student_logits: jax.Array, temperat
   return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
 
 
+@dataclasses.dataclass(frozen=True)
+class KDLoss:
+  """objective(logits, batch, teacher_variables) -> (loss, {"ce", "kl"}) of kd_objective;
+  hashable and equal for equal settings (a jitted step built for one is reused for another)."""
+  teacher: Any  # the teacher's (hashable) flax module
+  alpha: float
+  temperature: float
+  ce_weight: float
+  top_k: Optional[int]
+
+  def __call__(self, logits, batch, variables):
+    teacher_logits = jax.lax.stop_gradient(self.teacher.apply(variables, batch[:, :-1]))
+    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]))
+    kl = kl_divergence(teacher_logits, logits, self.temperature, self.top_k)
+    return self.ce_weight * ce + self.alpha * self.temperature ** 2 * kl, {"ce": ce, "kl": kl}
+
+
 def kd_objective(teacher, teacher_variables, *, alpha: float = 0.2, temperature: float = 2.0,
                  ce_weight: float = 1.0, top_k: Optional[int] = None, trainable=None,
                  post_update=None, init_hook_state=None) -> Hooks:
@@ -47,14 +66,8 @@ def kd_objective(teacher, teacher_variables, *, alpha: float = 0.2, temperature:
   require(temperature > 0, "temperature", f"must be > 0, got {temperature}", "use e.g. 2.0")
   require(alpha >= 0 and ce_weight >= 0 and alpha + ce_weight > 0, "alpha",
           f"alpha={alpha}, ce_weight={ce_weight}", "give non-negative weights, not both 0")
-
-  def objective(logits, batch, variables):
-    teacher_logits = jax.lax.stop_gradient(teacher.apply(variables, batch[:, :-1]))
-    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]))
-    kl = kl_divergence(teacher_logits, logits, temperature, top_k)
-    return ce_weight * ce + alpha * temperature ** 2 * kl, {"ce": ce, "kl": kl}
-
-  return Hooks(objective=objective, objective_args=teacher_variables, trainable=trainable,
+  return Hooks(objective=KDLoss(teacher, alpha, temperature, ce_weight, top_k),
+               objective_args=teacher_variables, trainable=trainable,
                post_update=post_update, init_hook_state=init_hook_state)
 
 

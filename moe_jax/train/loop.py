@@ -10,6 +10,7 @@ ends it with pending saves finished and one line naming the last intact checkpoi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 
@@ -121,6 +122,22 @@ def check_inputs(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray
     check_token_ids(windows, model_cfg.vocab_size, f"eval_sets[{name!r}]")
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_functions(model: MoELM, optimizer, bias_rate: float, layout: tuple, batch_sharding,
+                     hooks: trainer.Hooks, on_nonfinite: str, rules) -> tuple:
+  """(step, bits per byte) of a run, built once per process for equal arguments: runs of equal
+  model, optimizer, hooks (without objective_args: those are the step's argument) and layout,
+  e.g. the distillation rows of one compressed shape, share their compilations.
+
+  layout: (treedef, leaves) of the state's shardings; rules: those the functions trace under
+  (partitioning.use), a part of the key.
+  """
+  del rules
+  return (guards.make_step(model, optimizer, bias_rate, jax.tree.unflatten(*layout),
+                           batch_sharding, hooks, on_nonfinite),
+          trainer.make_eval_fn(model, batch_sharding))
+
+
 def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
              eval_sets: dict[str, np.ndarray], workdir: str, *, until_step: int | None = None,
              desc: str = "train", parallel: ParallelConfig = ParallelConfig(),
@@ -184,9 +201,10 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
   try:
     if jax.process_index() == 0:
       resume.write(workdir, model_cfg, record)
-    step_fn = guards.make_step(model, optimizer, cfg.bias_update_rate, shardings,
-                               batch_sharding, hooks, cfg.on_nonfinite)
-    bpb_fn = trainer.make_eval_fn(model, batch_sharding)
+    leaves, treedef = jax.tree.flatten(shardings)
+    step_fn, bpb_fn = jitted_functions(
+        model, optimizer, cfg.bias_update_rate, (treedef, tuple(leaves)), batch_sharding,
+        dataclasses.replace(hooks, objective_args=None), cfg.on_nonfinite, rules)
     writer = MetricWriter(workdir, start)
 
     def evaluate(step: int, elapsed: float, write: bool = True) -> dict:

@@ -69,12 +69,14 @@ class Hooks:
   init_hook_state: Optional[Callable] = None
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay: float,
                    grad_clip: float, b2: float = 0.95,
                    trainable: Optional[Callable[[tuple[str, ...]], bool]] = None
                    ) -> optax.GradientTransformation:
   """AdamW on a warmup + cosine schedule, after global-norm gradient clipping; parameters for
-  which `trainable(path)` is False get zero updates."""
+  which `trainable(path)` is False get zero updates. Cached: equal settings give the same
+  object, so a jitted step built for one run serves the next (loop.py)."""
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, warmup_steps),
                                                 max(total_steps, warmup_steps + 1), lr * 0.1)
   adamw = optax.chain(optax.clip_by_global_norm(grad_clip),

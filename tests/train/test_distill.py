@@ -1,5 +1,6 @@
 """Training with another objective: KD from a frozen teacher, frozen parameters, a post-update
-hook with its own state, starting from given variables; resume stays exact."""
+hook with its own state, starting from given variables; resume stays exact; equal runs share
+one compiled step."""
 import dataclasses
 import json
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from moe_jax.models.lm import MoELM
+from moe_jax.train import loop
 from moe_jax.train.distill import freeze, kd_objective, kl_divergence
 from moe_jax.train.loop import train_lm
 from moe_jax.utils.errors import ConfigError
@@ -100,3 +102,26 @@ def test_start_variables_of_other_shapes_are_refused(tmp_path, data, teacher):
   _, t_vars = teacher  # experts of width 24, the model's are 16
   with pytest.raises(ConfigError, match="^variables: parameter 'layer_0/moe/experts/wi_gate'"):
     train_lm(MODEL, TRAIN, stream, evals, str(tmp_path), variables=t_vars)
+
+
+def test_equal_runs_share_one_compiled_step(tmp_path, data, teacher):
+  """Two KD runs of equal shapes and settings, from other teacher weights and another start,
+  reuse one jitted step and evaluator; the second run's state is the one a step built afresh
+  gives (bit for bit)."""
+  stream, evals = data
+  t_module, t_vars = teacher
+  shape = jnp.zeros((1, 16), jnp.int32)
+  other = nn.unbox(t_module.init(jax.random.key(9), shape))
+  starts = [nn.unbox(MoELM(MODEL).init(jax.random.key(s), shape)) for s in (4, 5)]
+  run = lambda name, t, start: train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / name),
+                                        hooks=kd_objective(t_module, t, alpha=0.5),
+                                        variables=start)["state"]
+  loop.jitted_functions.cache_clear()
+  run("first", t_vars, starts[0])
+  shared = run("second", other, starts[1])
+  info = loop.jitted_functions.cache_info()
+  assert (info.misses, info.hits) == (1, 1)
+  loop.jitted_functions.cache_clear()
+  fresh = run("fresh", other, starts[1])
+  for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(fresh)):
+    np.testing.assert_array_equal(a, b)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import jax
+
 from moe_jax.models.loading import LoadedModel
 from moe_jax.train.distill import freeze, kd_objective
 from moe_jax.train.loop import TrainConfig, train_lm
@@ -36,7 +38,8 @@ def distill(student: LoadedModel, teacher: LoadedModel, train_tokens, eval_sets:
                        init_hook_state=init_hook_state)
   run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
                  variables=student.variables)
-  state = run.pop("state")
+  # on the host, like the untrained models: equal models are then scored by one compilation
+  state = jax.device_get(run.pop("state"))
   variables = {"params": state.params,
                **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}}
   run["hook_state"] = state.hook_state

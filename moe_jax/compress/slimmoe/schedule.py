@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import jax
 import numpy as np
 
 from moe_jax.compress.slimmoe.importance import SCORES, saliency
@@ -93,8 +94,9 @@ def distill(student: LoadedModel, hooks, train: TrainConfig, train_tokens: np.nd
   run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
                  variables=student.variables)
   state = run["state"]
-  variables = {"params": state.params,
-               **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}}
+  # on the host, like the untrained models: equal models are then scored by one compilation
+  variables = jax.device_get({"params": state.params, **{
+      k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}})
   return LoadedModel(student.module, variables, student.source), run
 
 
