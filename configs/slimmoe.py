@@ -10,11 +10,11 @@ Command:
   python -m experiments.slimmoe --config=configs/slimmoe.py --workdir=/tmp/moe_jax/slimmoe \
       [--config.model=<base-model name, HF directory or training workdir>]
 
-Result: docs/slimmoe.md. Run time: the default (tiny_moe, experts kept at 1/2 and 1/4 of their
-width; 10 distillation runs of 200 x 8 x 256 tokens) is estimated at ~30 min on 2 CPU cores, not
-yet measured (it needs the trained tiny_moe); "quick" (tiny_moe:quick, 3/4 and 1/2) is a
-compile-bound pipeline check: its 12 distillation runs share 8 compiled train steps (3.2 min
-when each compiled its own, beside a CI run; not yet timed since).
+Result: docs/slimmoe.md (default on the trained tiny_moe: at 1/4 of the expert width slimming
+beats dropping and merging; one-shot beats multi-stage at equal tokens). Run time: default (1/2
+and 1/4; 10 distillation runs of 200 x 8 x 256 tokens) 20.3 min on 2 CPU cores, the base model's
+one-time training not counted; "quick" (tiny_moe:quick, 3/4 and 1/2) is a compile-bound pipeline
+check: its 12 distillation runs share 8 compiled train steps (3.2 min when each compiled its own).
 Deviations for scale: 410k distillation tokens per row (paper 400B in all); the importance score
 is the first-order Taylor |theta * dL/dtheta| of the distillation loss (the paper's exact form
 is not public), with the data CE added (its KL has zero gradient at the unpruned model); stage
