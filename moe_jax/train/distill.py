@@ -18,8 +18,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from moe_jax.models.loading import LoadedModel
+from moe_jax.train.loop import TrainConfig, train_lm
 from moe_jax.train.trainer import Hooks
 from moe_jax.utils.errors import require
+
+# Non-parameter collections a trained student keeps (slot maps, DeepSeek-V3 routing bias).
+KEPT = ("slots", "moe_bias")
 
 
 def kl_divergence(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float,
@@ -75,3 +80,18 @@ def freeze(*names: str):
   """trainable(path) that freezes every parameter whose path contains one of `names`
   (e.g. freeze("router") keeps MC-SMoE's routers fixed)."""
   return lambda path: not any(name in path for name in names)
+
+
+def distill_model(student: LoadedModel, hooks: Hooks, train: TrainConfig, train_tokens,
+                  eval_sets: dict, workdir: str, desc: str = "kd") -> tuple[LoadedModel, dict]:
+  """Trains `student` with `hooks` (e.g. kd_objective's) in `workdir`, resuming there:
+  (the trained model, train_lm's result without its state, plus "hook_state": the post-update's
+  final state)."""
+  run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
+                 variables=student.variables)
+  # on the host, like the untrained models: equal models are then scored by one compilation
+  state = jax.device_get(run.pop("state"))
+  variables = {"params": state.params,
+               **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}}
+  run["hook_state"] = state.hook_state
+  return LoadedModel(student.module, variables, student.source), run

@@ -14,14 +14,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import jax
-
 from moe_jax.models.loading import LoadedModel
-from moe_jax.train.distill import freeze, kd_objective
-from moe_jax.train.loop import TrainConfig, train_lm
-
-# Non-parameter collections a compressed model carries (slot maps, DeepSeek-V3 routing bias).
-KEPT = ("slots", "moe_bias")
+from moe_jax.train.distill import distill_model, freeze, kd_objective
+from moe_jax.train.loop import TrainConfig
 
 
 def distill(student: LoadedModel, teacher: LoadedModel, train_tokens, eval_sets: dict,
@@ -29,18 +24,9 @@ def distill(student: LoadedModel, teacher: LoadedModel, train_tokens, eval_sets:
             trainable: Callable = freeze("router"), post_update: Optional[Callable] = None,
             init_hook_state: Optional[Callable] = None,
             desc: str = "kd") -> tuple[LoadedModel, dict]:
-  """Trains `student` against `teacher` in `workdir` (resumes there): (trained model, run).
-
-  run: train_lm's result without its state, plus "hook_state" (the post-update's final state).
-  """
+  """Trains `student` against `teacher` in `workdir` (resumes there): (trained model, run), as
+  moe_jax.train.distill.distill_model (run carries the post-update's final "hook_state")."""
   hooks = kd_objective(teacher.module, teacher.variables, alpha=alpha, temperature=temperature,
                        trainable=trainable, post_update=post_update,
                        init_hook_state=init_hook_state)
-  run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
-                 variables=student.variables)
-  # on the host, like the untrained models: equal models are then scored by one compilation
-  state = jax.device_get(run.pop("state"))
-  variables = {"params": state.params,
-               **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}}
-  run["hook_state"] = state.hook_state
-  return LoadedModel(student.module, variables, student.source), run
+  return distill_model(student, hooks, train, train_tokens, eval_sets, workdir, desc)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import numpy as np
 
 from moe_jax.compress.slimmoe.importance import SCORES, saliency
@@ -26,12 +25,10 @@ from moe_jax.compress.slimmoe.slimming import slim
 from moe_jax.data.iterator import WindowIterator
 from moe_jax.models.lm import MoELM
 from moe_jax.models.loading import LoadedModel
-from moe_jax.train.distill import kd_objective
-from moe_jax.train.loop import TrainConfig, train_lm
+from moe_jax.train.distill import distill_model, kd_objective
+from moe_jax.train.loop import TrainConfig
 from moe_jax.utils.config import Section
 from moe_jax.utils.errors import check_choice, check_positive, require
-
-KEPT = ("moe_bias", "slots")  # non-parameter collections a trained student carries on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,19 +84,6 @@ def distillation_hooks(teacher: LoadedModel, config: ScheduleConfig):
                       top_k=config.kd_top_k)
 
 
-def distill(student: LoadedModel, hooks, train: TrainConfig, train_tokens: np.ndarray,
-            eval_sets: dict, workdir: str, desc: str = "kd") -> tuple[LoadedModel, dict]:
-  """Trains `student` with `hooks` (kd_objective against the teacher) in `workdir` (resumes
-  there): (the trained model, train_lm's result). Every parameter trains (routers too)."""
-  run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
-                 variables=student.variables)
-  state = run["state"]
-  # on the host, like the untrained models: equal models are then scored by one compilation
-  variables = jax.device_get({"params": state.params, **{
-      k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}})
-  return LoadedModel(student.module, variables, student.source), run
-
-
 def run_schedule(teacher: LoadedModel, config: ScheduleConfig, train: TrainConfig,
                  train_tokens: np.ndarray, eval_sets: dict, workdir: str,
                  desc: str = "slimmoe") -> tuple[LoadedModel, list[dict]]:
@@ -121,10 +105,10 @@ def run_schedule(teacher: LoadedModel, config: ScheduleConfig, train: TrainConfi
     stage_train = dataclasses.replace(
         train, num_steps=n, warmup_steps=round(train.warmup_steps * n / train.num_steps),
         eval_every=min(train.eval_every, n), save_every=min(train.save_every, n))
-    student, run = distill(LoadedModel(MoELM(cfg), variables, f"{teacher.source} slimmed to "
-                                       f"{width}"), hooks, stage_train, train_tokens, eval_sets,
-                           os.path.join(workdir, f"stage_{i}"),
-                           desc=f"{desc} stage {i + 1}/{len(steps)}")
+    student, run = distill_model(
+        LoadedModel(MoELM(cfg), variables, f"{teacher.source} slimmed to {width}"), hooks,
+        stage_train, train_tokens, eval_sets, os.path.join(workdir, f"stage_{i}"),
+        desc=f"{desc} stage {i + 1}/{len(steps)}")
     records.append({"stage": i, "d_ff": width, "num_kv_heads": cfg.num_kv_heads, "steps": n,
                     "params": run["params"], "active_params": cfg.active_params(run["params"]),
                     **{k: v for k, v in run["final"].items() if k.startswith("bpb")}})

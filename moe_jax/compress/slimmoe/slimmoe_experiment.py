@@ -23,13 +23,13 @@ import numpy as np
 
 from moe_jax.compress.mcsmoe import calibration, grouping, merged_lm
 from moe_jax.compress.slimmoe.importance import SCORES
-from moe_jax.compress.slimmoe.schedule import (ScheduleConfig, distill, distillation_hooks,
-                                               run_schedule)
+from moe_jax.compress.slimmoe.schedule import ScheduleConfig, distillation_hooks, run_schedule
 from moe_jax.compress.slimmoe.slimmoe_report import markdown, plot, summary
 from moe_jax.data.iterator import eval_windows
 from moe_jax.eval import EvalConfig, evaluate
 from moe_jax.eval.encoding import encoded_split, make_encoder
 from moe_jax.models.loading import LoadedModel, load_model
+from moe_jax.train.distill import distill_model
 from moe_jax.train.loop import TrainConfig
 from moe_jax.utils.config import Section
 from moe_jax.utils.errors import check_choice, check_positive, require
@@ -114,8 +114,8 @@ def _baselines(teacher: LoadedModel, config: SlimMoEConfig, train: np.ndarray, k
                                                  for f in cal.freqs]), False)
   rows = {}
   for name, (student, routing) in students.items():
-    trained, _ = distill(student, hooks, config.kd, train, kd_eval,
-                         os.path.join(workdir, "baselines", name), desc=f"kd {name}")
+    trained, _ = distill_model(student, hooks, config.kd, train, kd_eval,
+                               os.path.join(workdir, "baselines", name), desc=f"kd {name}")
     rows[name] = {**_score(trained, config, teacher, routing), "experts": n}
   return rows
 
