@@ -9,7 +9,7 @@ Command:
 
 Result (3 seeds, seed-mean test AUC): HoME 0.891 mean / 0.869 sparse-task, MMoE 0.803 / 0.708,
 PLE 0.815 / 0.748; the most collapsed ReLU expert is 81% zero (the paper: "over 90%").
-Run time: 5 min on 2 idle CPU cores (15.6 with the cores shared); the quick preset, 1-2 min.
+Run time: 5-7.4 min on 2 idle CPU cores (through reproduce); the quick preset, under 1 min.
 
 Data: MMoE's synthetic protocol over 8 tasks in 2 groups, positive rates 0.3 .. 0.005, 250k rows
 per seed; dense features arrive raw (lognormal on scales 1..1000), the condition under which ReLU
