@@ -9,8 +9,10 @@ Command:
   python -m experiments.train --config=configs/lm_tiny.py --workdir=/tmp/moe_jax/lm_tiny
 
 Result (CPython 3.11.7, 1900 steps x 16 x 256 bytes; docs/lm_tiny.md): held-out bits per byte
-MoE (16 experts of width 256, top-2; 9.94M params, 1.69M active) 1.693, dense twin (1.67M) 1.731.
-Run time: 14.4 min for the MoE, 13.2 for the dense twin, on 2 CPU cores.
+MoE (16 experts of width 256, top-2; 9.94M params, 1.69M active) 1.693, dense twin (1.67M) 1.731
+(2026-11-26); through reproduce on 2026-12-04: 1.687 and 1.734.
+Run time: 14.4 min for the MoE, 13.2 for the dense twin, on 2 CPU cores (2026-11-26; 22.8 and
+21.4 on 2026-12-04, a 1.7x slower day for the machine).
 Presets: "quick" (seconds, used by the tests), "" (the documented reproduction).
 """
 from configs import common
