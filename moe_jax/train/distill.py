@@ -89,9 +89,11 @@ def distill_model(student: LoadedModel, hooks: Hooks, train: TrainConfig, train_
   final state)."""
   run = train_lm(student.cfg, train, train_tokens, eval_sets, workdir, desc=desc, hooks=hooks,
                  variables=student.variables)
+  state = run.pop("state")
   # on the host, like the untrained models: equal models are then scored by one compilation
-  state = jax.device_get(run.pop("state"))
-  variables = {"params": state.params,
-               **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}}
-  run["hook_state"] = state.hook_state
+  # (the optimizer state stays behind)
+  variables, run["hook_state"] = jax.device_get((
+      {"params": state.params,
+       **{k: v for k, v in state.extra.items() if k in KEPT and k in student.variables}},
+      state.hook_state))
   return LoadedModel(student.module, variables, student.source), run
