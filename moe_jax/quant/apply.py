@@ -226,17 +226,18 @@ def ffn_paths(params: dict) -> list[tuple[str, bool]]:
   return out
 
 
-@jax.jit
-def _slot_hessian(y, index, weight):
-  x = y[index].astype(jnp.float32)  # [E, C, D]
-  return hessian.finalize(hessian.accumulate(hessian.init(x.shape[-1], x.shape[:1]), x, weight))
+@functools.partial(jax.jit, static_argnums=(3,))
+def _slot_hessian(y, index, weight, num_experts):
+  """H [E, D, D] of the slots' inputs; computed once and broadcast when the slots are shared."""
+  x = y[index].astype(jnp.float32)  # [E or 1, C, D]
+  h = hessian.finalize(hessian.accumulate(hessian.init(x.shape[-1], x.shape[:1]), x, weight))
+  return jnp.broadcast_to(h, (num_experts, *h.shape[1:]))
 
 
 @functools.partial(jax.jit, static_argnums=(5,))
 def _hidden_hessian(y, index, weight, w_gate, w_up, activation):
-  x = y[index].astype(jnp.float32)  # [E, C, D]
-  matmul = lambda a, w: jnp.einsum("ecd,edf->ecf", a, w.astype(jnp.float32),
-                                   precision=jax.lax.Precision.HIGHEST)
+  x = y[index].astype(jnp.float32)  # [E or 1, C, D]
+  matmul = lambda a, w: jnp.matmul(a, w.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
   h = ffn_hidden(x, matmul, w_gate, w_up, activation)  # [E, C, F]
   return hessian.finalize(hessian.accumulate(hessian.init(h.shape[-1], h.shape[:1]), h, weight))
 
@@ -256,7 +257,7 @@ def _ffn(params: dict, prefix: str, stacked: bool, y, slots: calibrate.Slots, ac
   names_in = ["wi_gate", "wi_up"] if gated else ["wi_up"]
   kernels = [lift(ffn[n]) for n in names_in]
   count = slots.count
-  h_in = _slot_hessian(y, slots.index, slots.weight)
+  h_in = _slot_hessian(y, slots.index, slots.weight, len(count))
   w_in = jnp.concatenate([matrix(k, 1, True) for k in kernels], axis=-2)  # [E, n F, D]
   out_in, seconds = _timed(_quantize, w_in, h_in, count, recipe)
   paths = [f"{layer}/{prefix}/{n}" for n in names_in]

@@ -21,7 +21,9 @@ The projections are found by intercepting every `Projection` call of the block (
 `routed_slots` turns the assignments into fixed-shape per-expert slots: index [E, C] (token rows
 of y) and weight [E, C] (the combine weight; 0 marks an empty slot), in token order within an
 expert. y[index[e, :count[e]]] are exactly the inputs expert e receives under the dropless
-dispatch (a capacity dispatch would drop some; they are kept here).
+dispatch (a capacity dispatch would drop some; they are kept here). `dense_slots` gives every
+expert every token: one row [1, T] that broadcasts over the experts, so what depends on the
+input alone (the Hessian of wi) is computed once, not E times.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class BlockPass(NamedTuple):
 
 
 class Slots(NamedTuple):
-  """index [E, C] int32 rows of y, weight [E, C] float32 (0: empty slot), count [E] int64."""
+  """index [E, C] int32 rows of y, weight [E, C] float32 (0: empty slot), count [E] int64;
+  index and weight [1, C] when all E experts share them (`dense_slots`)."""
   index: jax.Array
   weight: jax.Array
   count: np.ndarray
@@ -179,11 +182,10 @@ def routed_slots(token: np.ndarray, expert: np.ndarray, weight: np.ndarray, num_
 
 def dense_slots(num_tokens: int, weight: jax.Array | None = None, num_experts: int = 1) -> Slots:
   """Slots of a dense FFN (or shared expert): one "expert" that receives every token, with
-  `weight` [T] (default 1); num_experts > 1: that many experts that each receive every token."""
+  `weight` [T] (default 1); num_experts > 1: that many experts that each receive every token
+  (index and weight [1, T], shared by all of them)."""
   w = jnp.ones((num_tokens,), jnp.float32) if weight is None else weight.astype(jnp.float32)
-  index = jnp.arange(num_tokens, dtype=jnp.int32)
-  return Slots(jnp.broadcast_to(index, (num_experts, num_tokens)),
-               jnp.broadcast_to(w, (num_experts, num_tokens)),
+  return Slots(jnp.arange(num_tokens, dtype=jnp.int32)[None], w[None],
                np.full(num_experts, num_tokens))
 
 

@@ -55,11 +55,11 @@ def test_tokens_not_routed_to_an_expert_do_not_touch_its_hessian():
   expert = rng.integers(0, 3, 80)
   weight = rng.uniform(0.1, 1, 80).astype(np.float32)
   slots = calibrate.routed_slots(token, expert, weight, 3, multiple=8)
-  h = np.asarray(apply._slot_hessian(jnp.asarray(y), slots.index, slots.weight))  # pylint: disable=protected-access
+  h = np.asarray(apply._slot_hessian(jnp.asarray(y), slots.index, slots.weight, 3))  # pylint: disable=protected-access
   elsewhere = np.setdiff1d(np.arange(40), token[expert == 0])
   y2 = y.copy()
   y2[elsewhere] = 1e3 * rng.standard_normal((len(elsewhere), 6))
-  h2 = np.asarray(apply._slot_hessian(jnp.asarray(y2), slots.index, slots.weight))  # pylint: disable=protected-access
+  h2 = np.asarray(apply._slot_hessian(jnp.asarray(y2), slots.index, slots.weight, 3))  # pylint: disable=protected-access
   np.testing.assert_array_equal(h2[0], h[0])
   for e in range(3):  # H_e = (2 / N_e) sum_{t -> e} c_te x_t x_t^T
     rows, c = token[expert == e], weight[expert == e].astype(np.float64)
