@@ -1,11 +1,11 @@
 """Our GPTQ next to llm-compressor's (the PyTorch toolkit users run on Mixtral and Qwen-MoE).
 
   pip install -e '.[bench]'     # llm-compressor, its own extra (torch pinned as in the test extra)
-  python -m benchmarks.quantize [--models=tiny_moe,fine_shared] [--samples=16] [--seq_len=64]
-                                [--workdir=DIR]
+  python -m benchmarks.quantize [--models=tiny_moe,deep_top1,fine_shared] [--samples=16]
+                                [--seq_len=64] [--workdir=DIR]
 
-For each base model of the suite (default: the 16-expert Mixtral-layout tiny_moe and the
-32-fine-expert Qwen2-MoE-layout fine_shared with its shared expert), saved as a HF directory, the
+For each base model of the suite (default: all three; Mixtral, Qwen3-MoE and Qwen2-MoE layouts,
+16 to 32 experts, fine_shared with a shared expert), saved as a HF directory, the
 same calibration windows of the shipped corpus' training split through both sides, W4A16: 4-bit
 symmetric integer weights in groups of g (128, or the largest group every input width allows),
 min-max scales, static act-order (its GPTQModifier default; our act_order with static groups),
@@ -46,7 +46,7 @@ from moe_jax.utils.reporting import markdown_table, write_results
 THRESHOLD = 0.005  # GPTQModel: an expert under 0.5% of the calibration tokens falls back to RTN
 IGNORE = ["lm_head", "re:.*mlp.gate$", "re:.*block_sparse_moe.gate$", "re:.*shared_expert_gate$"]
 
-flags.DEFINE_list("models", ["tiny_moe", "fine_shared"], "base-model names (e.g. tiny_moe:quick)")
+flags.DEFINE_list("models", list(base_models.BASE_MODELS), "base-model names (e.g. tiny_moe:quick)")
 flags.DEFINE_integer("samples", 16, "calibration windows")
 flags.DEFINE_integer("seq_len", 64, "tokens per calibration window")
 flags.DEFINE_integer("group", 128, "wanted group size (the largest divisor of every width)")
