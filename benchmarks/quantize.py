@@ -15,8 +15,8 @@ every expert, so each expert's Hessian comes from all tokens): ours with options
 Beside it, ours with the routed-only policy (each expert's Hessian from the tokens routed to it;
 an expert without any is RTN-quantized, where llm-compressor with that flag off would save it as
 zeros).
-Printed per model: wall times (ours on the first call in the process, compilation included, and
-on a second, warm call; llm-compressor's oneshot), held-out bits per byte of the float model and
+Printed per model: wall times (ours on a first call after clearing JAX's caches, so with all its
+compilation, and on a second, warm call; llm-compressor's oneshot), held-out bits per byte of the float model and
 of each quantized one (llm-compressor's saved pack-quantized directory is read back by our
 loader), each expert's calibration tokens (routed) and the experts under GPTQModel's
 RTN-fallback threshold (0.5% of the calibration tokens), and `<model>: vs_llmcompressor_time=
