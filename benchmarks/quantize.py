@@ -16,10 +16,10 @@ Beside it, ours with the routed-only policy (each expert's Hessian from the toke
 an expert without any is RTN-quantized, where llm-compressor with that flag off would save it as
 zeros).
 Printed per model: wall times (ours on a first call after clearing JAX's caches, so with all its
-compilation, and on a second, warm call; llm-compressor's oneshot), held-out bits per byte of the float model and
-of each quantized one (llm-compressor's saved pack-quantized directory is read back by our
-loader), each expert's calibration tokens (routed) and the experts under GPTQModel's
-RTN-fallback threshold (0.5% of the calibration tokens), and `<model>: vs_llmcompressor_time=
+compilation, and on a second, warm call; llm-compressor's oneshot), held-out bits per byte of
+the float model and of each quantized one (llm-compressor's saved pack-quantized directory is
+read back by our loader), each expert's calibration tokens (routed) and the experts under
+GPTQModel's RTN-fallback threshold (0.5% of the calibration tokens), and `<model>: vs_llmcompressor_time=
 <theirs / ours with compilation>x bpb_delta=<ours - theirs>`. The last line is that of the
 worst model: `quantize: vs_llmcompressor_time=<r>x bpb_delta=<d>`. Other processes on the
 machine change the times.

@@ -11,8 +11,9 @@ Command:
 Result (docs/dcm.md): at 4 steps FD CM 62.5 ± 1.0, DCM 66.2 ± 5.0; temporal error 0.037 / 0.042;
 detail error 0.20 / 0.11 (teacher at 51 steps: FD 79.8). The paper's headline (DCM better than
 CM) does not reproduce at this scale; DCM's semantic expert brings samples closer to the teacher.
-Run time: 72.2 min on 2 CPU cores (2026-12-05; 51.4 on 2026-11-26's faster machine). Presets: "quick" (the end-to-end test, compile-bound),
-"medium" (about 10 min, one seed), "" (the reproduction).
+Run time: 72.2 min on 2 CPU cores (2026-12-05; 51.4 on 2026-11-26's faster machine).
+Presets: "quick" (the end-to-end test, compile-bound), "medium" (about 10 min, one seed), ""
+(the reproduction).
 Deviations for scale: pixel clips instead of VAE latents, unconditional, a width-48 DiT; flow
 shift 3 (code 17) with the paper's boundary noise level carried to our clip size (node 19 of 50);
 LoRA rank 8 also on the adaLN layers; learning rates 1e-4 / 5e-4 / 1e-3 (paper 1e-6 / 5e-6 /

@@ -229,8 +229,7 @@ def ffn_paths(params: dict) -> list[tuple[str, bool]]:
 @functools.partial(jax.jit, static_argnums=(3,))
 def _slot_hessian(y, index, weight, num_experts):
   """H [E, D, D] of the slots' inputs; computed once and broadcast when the slots are shared."""
-  x = y[index].astype(jnp.float32)  # [E or 1, C, D]
-  h = hessian.finalize(hessian.accumulate(hessian.init(x.shape[-1], x.shape[:1]), x, weight))
+  h = hessian.hessian(y[index].astype(jnp.float32), weight)  # inputs [E or 1, C, D]
   return jnp.broadcast_to(h, (num_experts, *h.shape[1:]))
 
 
@@ -238,8 +237,7 @@ def _slot_hessian(y, index, weight, num_experts):
 def _hidden_hessian(y, index, weight, w_gate, w_up, activation):
   x = y[index].astype(jnp.float32)  # [E or 1, C, D]
   matmul = lambda a, w: jnp.matmul(a, w.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
-  h = ffn_hidden(x, matmul, w_gate, w_up, activation)  # [E, C, F]
-  return hessian.finalize(hessian.accumulate(hessian.init(h.shape[-1], h.shape[:1]), h, weight))
+  return hessian.hessian(ffn_hidden(x, matmul, w_gate, w_up, activation), weight)  # h [E, C, F]
 
 
 def _timed(fn, *args):
