@@ -19,10 +19,10 @@ def get_config(preset: str = "") -> LMExperimentConfig:
   model = dict(
       vocab_size=256, d_model=192, num_layers=4, num_heads=4, num_kv_heads=2, d_ff=384,
       activation="swiglu", max_len=512, tie_embeddings=True, moe_layers="all", causal_blocks=4,
-      moe=dict(num_experts=32, top_k=4, d_ff=64, router="topk", normalize_topk=False,
+      moe=dict(num_experts=32, top_k=4, d_ff=64, router="topk", normalize_topk=True,
                shared_d_ff=128, shared_gate=True, dispatch="auto", load_balance_coef=0.01,
                z_loss_coef=1e-3))
-  train = common.lm_train(num_steps=1800, eval_every=360)
+  train = common.lm_train(num_steps=1100, eval_every=220)
   data = common.shipped_text()
   if preset == "quick":
     model.update(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, d_ff=64, max_len=64)

@@ -28,6 +28,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from moe_jax.layers.experts import per_matrix
 from moe_jax.layers.grouped_matmul import grouped_matmul
 from moe_jax.layers.losses import tokens_per_expert
 from moe_jax.layers.routers import Routing
@@ -148,8 +149,9 @@ def capacity_slots(routing: Routing, num_experts: int, capacity: int):
 
 
 def einsum_matmul(a, w):
-  """Each expert's rows times its own matrix: a[E, C, D] x w[E, D, F] -> [E, C, F]."""
-  return jnp.einsum("ecd,edf->ecf", a, w)
+  """Each expert's rows times its own matrix: a[E, C, D] x w[E, D, F] -> [E, C, F] (w may be a
+  tuple of such matrices: a tuple of products)."""
+  return per_matrix(functools.partial(jnp.einsum, "ecd,edf->ecf"))(a, w)
 
 
 def capacity(x, routing: Routing, experts_fn, num_experts: int, *, capacity_factor: float,

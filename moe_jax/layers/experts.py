@@ -9,6 +9,8 @@ Weights: wi_gate/wi_up [E, D, F], wo [E, F, D] (logical axes expert, embed, mlp)
 supplies `matmul_in(x, w)` (for W_gate, W_up) and `matmul_out(h, w)` (for W_down) that multiply
 each row by its own expert's matrix, so one expert definition serves every dispatch; the dropless
 dispatch's pair also moves the rows (gathers token rows in, scatter-adds weighted outputs out).
+`matmul_in` takes a tuple (W_gate, W_up) and returns both products: the dropless grouped matmul
+reads each row once for both (`per_matrix` gives any other matmul that form).
 """
 from __future__ import annotations
 
@@ -30,11 +32,18 @@ ACTIVATIONS: dict[str, tuple[Callable[[jax.Array], jax.Array], bool]] = {
 }
 
 
+def per_matrix(matmul: Callable) -> Callable:
+  """matmul(x, w) extended to a tuple of matrices w: a tuple of products, one call each."""
+  return lambda x, w: tuple(matmul(x, m) for m in w) if isinstance(w, tuple) else matmul(x, w)
+
+
 def ffn_hidden(x: jax.Array, matmul, w_gate, w_up, activation: str) -> jax.Array:
-  """The hidden activations h of one FFN; `w_gate` is None for plain activations."""
+  """The hidden activations h of one FFN; `w_gate` is None for plain activations. A gated FFN
+  calls matmul(x, (w_gate, w_up)) once for both products."""
   fn, gated = ACTIVATIONS[activation]
   if gated:
-    return fn(matmul(x, w_gate)) * matmul(x, w_up)
+    gate, up = matmul(x, (w_gate, w_up))
+    return fn(gate) * up
   return fn(matmul(x, w_up))
 
 
@@ -97,7 +106,8 @@ class MlpBlock(nn.Module):
     w_up = self.param("wi_up", w_in, (d, f), self.param_dtype)
     w_down = self.param("wo", w_out, (f, d), self.param_dtype)
     cast = lambda w: None if w is None else w.astype(self.dtype)
-    h = ffn_hidden(x.astype(self.dtype), jnp.dot, cast(w_gate), cast(w_up), self.activation)
+    h = ffn_hidden(x.astype(self.dtype), per_matrix(jnp.dot), cast(w_gate), cast(w_up),
+                   self.activation)
     return jnp.dot(h, cast(w_down))
 
 

@@ -40,34 +40,42 @@ def default_impl() -> str:
   return "tiled" if jax.default_backend() == "cpu" else "ragged_dot"
 
 
-def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array,
+def grouped_matmul(lhs: jax.Array, rhs, group_sizes: jax.Array,
                    impl: str = "auto", tile: int = 128, min_tile: int = 32, *,
                    gather: jax.Array | None = None,
-                   scatter: tuple[jax.Array, jax.Array, int] | None = None) -> jax.Array:
+                   scatter: tuple[jax.Array, jax.Array, int] | None = None):
   """Multiplies each contiguous row group of `lhs` by its own matrix in `rhs`.
 
   Args:
     lhs: [M, K] rows sorted by group; with `gather`, [T, K] rows in any order.
-    rhs: [G, K, N] one matrix per group.
+    rhs: [G, K, N] one matrix per group; or a tuple of such [G, K, N_i], all multiplied by the
+      same rows (a gated FFN's gate and up matrices): one pass over the rows, each group's
+      matrices side by side, and a tuple of products back.
     group_sizes: [G] int32 number of rows in each group, sum <= M.
     impl: "ragged_dot", "tiled" or "auto" (per backend).
     tile, min_tile: rows per matmul of the "tiled" implementation for a group's full tiles and
       for its remainder (measured on a 2-core CPU at the benchmark shapes).
     gather: optional [M] int32: product row r reads lhs[gather[r]].
     scatter: optional (idx[M] int32, weights[M], T): instead of the product rows, returns
-      y[T, N] with y[idx[r]] += weights[r] * (product row r). Not together with `gather`.
+      y[T, N] with y[idx[r]] += weights[r] * (product row r). Not together with `gather`, nor
+      with a tuple `rhs`.
 
   Returns:
-    [M, N] in lhs.dtype ([T, N] with `scatter`).
+    [M, N] in lhs.dtype ([T, N] with `scatter`); a tuple of [M, N_i] for a tuple `rhs`.
   """
   if impl == "auto":
     impl = default_impl()
   check_choice("gmm_impl", impl, IMPLS + ("auto",))
   if gather is not None and scatter is not None:
     raise ValueError("grouped_matmul takes `gather` or `scatter`, not both")
+  if isinstance(rhs, tuple) and scatter is not None:
+    raise ValueError("grouped_matmul takes a tuple `rhs` without `scatter`")
   group_sizes = group_sizes.astype(jnp.int32)
   if impl == "ragged_dot":
-    out = jax.lax.ragged_dot(lhs if gather is None else lhs[gather], rhs, group_sizes)
+    rows = lhs if gather is None else lhs[gather]
+    if isinstance(rhs, tuple):
+      return tuple(jax.lax.ragged_dot(rows, r, group_sizes) for r in rhs)
+    out = jax.lax.ragged_dot(rows, rhs, group_sizes)
     if scatter is None:
       return out
     idx, weights, num_rows = scatter
@@ -75,10 +83,14 @@ def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array,
     return jnp.zeros((num_rows, out.shape[1]), jnp.float32).at[idx].add(out).astype(lhs.dtype)
   if not 1 <= min_tile <= tile:
     raise ValueError(f"tile sizes must satisfy 1 <= min_tile <= tile, got {min_tile}, {tile}")
-  if scatter is None:
-    return _gmm(lhs, rhs, group_sizes, gather, tile, min_tile)
-  idx, weights, num_rows = scatter
-  return _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows)
+  if scatter is not None:
+    idx, weights, num_rows = scatter
+    return _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows)
+  if not isinstance(rhs, tuple):
+    return _gmm(lhs, (rhs,), group_sizes, gather, tile, min_tile)
+  out = _gmm(lhs, rhs, group_sizes, gather, tile, min_tile)
+  ends = [sum(r.shape[2] for r in rhs[:i + 1]) for i in range(len(rhs))]
+  return tuple(out[:, e - r.shape[2]:e] for e, r in zip(ends, rhs))
 
 
 def _tiles(group_sizes, m, tile, min_tile):
@@ -117,16 +129,23 @@ def _rows(a, idx, s, size):
   return a.at[jax.lax.dynamic_slice_in_dim(idx, s, size)].get(mode="clip")
 
 
+def _group_matrix(rhs, g):
+  """[K, sum N_i]: group g's matrices of the tuple `rhs`, side by side (the slice copies anyway)."""
+  parts = [jax.lax.dynamic_index_in_dim(r, g, keepdims=False) for r in rhs]
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+
+
 def _products(lhs, rhs, group_sizes, tile, min_tile, *, transpose_rhs=False, gather=None,
               scatter=None, weights=None, num_rows=0):
-  """Product rows x_r @ rhs[g(r)] (or rhs[g(r)]^T), x_r = lhs[r] or lhs[gather[r]], tiled.
+  """Product rows x_r @ W_g(r) (or W_g(r)^T), x_r = lhs[r] or lhs[gather[r]], tiled; W_g is
+  group g's matrices of the tuple rhs ([G, K, N_i] each) side by side, [K, sum N_i].
 
-  Returns out[M, N] (rows past the groups are zero), or with `scatter`[M] the float32
+  Returns out[M, sum N_i] (rows past the groups are zero), or with `scatter`[M] the float32
   y[num_rows, N] = sum over r of weights[r] (1 if None) * product r, added at scatter[r].
   A loop over groups (each group's matrix is sliced once), an inner loop over its tiles.
   """
   m = lhs.shape[0] if gather is None else gather.shape[0]
-  n_out = rhs.shape[1] if transpose_rhs else rhs.shape[2]
+  n_out = rhs[0].shape[1] if transpose_rhs else sum(r.shape[2] for r in rhs)
   if scatter is None:
     out = jnp.zeros((m, n_out), lhs.dtype)
   else:
@@ -137,7 +156,7 @@ def _products(lhs, rhs, group_sizes, tile, min_tile, *, transpose_rhs=False, gat
   for_each_tile = _tiles(group_sizes, m, tile, min_tile)
 
   def group(g, out):
-    w = jax.lax.dynamic_index_in_dim(rhs, g, keepdims=False)
+    w = _group_matrix(rhs, g)
 
     def step(out, s, size, mine):
       y = jax.lax.dot_general(_rows(lhs, gather, s, size), w, dims,
@@ -158,17 +177,19 @@ def _products(lhs, rhs, group_sizes, tile, min_tile, *, transpose_rhs=False, gat
   return jax.lax.fori_loop(0, group_sizes.shape[0], group, out)
 
 
-def _weight_grad(lhs, d_out, group_sizes, tile, min_tile, *, gather=None, d_out_idx=None,
-                 d_out_weights=None):
-  """d_rhs[g] = sum over rows r of group g of x_r^T dy_r: [G, K, N] float32.
+def _weight_grad(lhs, d_out, group_sizes, widths, tile, min_tile, *, gather=None,
+                 d_out_idx=None, d_out_weights=None):
+  """d_rhs_i[g] = sum over rows r of group g of x_r^T dy_r[columns of part i]: a tuple of
+  [G, K, N_i] float32, N_i in `widths` (d_out's columns are the parts side by side).
 
   x_r = lhs[r] (or lhs[gather[r]]); dy_r = d_out[r] (or d_out_weights[r] * d_out[d_out_idx[r]]).
   """
   m = lhs.shape[0] if gather is None else gather.shape[0]
-  grads = jnp.zeros((group_sizes.shape[0], lhs.shape[1], d_out.shape[1]), jnp.float32)
+  grads = tuple(jnp.zeros((group_sizes.shape[0], lhs.shape[1], n), jnp.float32) for n in widths)
   if m == 0:
     return grads
   for_each_tile = _tiles(group_sizes, m, tile, min_tile)
+  offsets = [sum(widths[:i]) for i in range(len(widths))]
 
   def step(acc, s, size, mine):
     x = _rows(lhs, gather, s, size)
@@ -181,15 +202,16 @@ def _weight_grad(lhs, d_out, group_sizes, tile, min_tile, *, gather=None, d_out_
                                      preferred_element_type=jnp.float32)
 
   def group(g, grads):
-    acc = for_each_tile(g, step, jnp.zeros(grads.shape[1:], jnp.float32))
-    return jax.lax.dynamic_update_index_in_dim(grads, acc, g, 0)
+    acc = for_each_tile(g, step, jnp.zeros((lhs.shape[1], d_out.shape[1]), jnp.float32))
+    return tuple(jax.lax.dynamic_update_index_in_dim(grad, acc[:, o:o + n], g, 0)
+                 for grad, o, n in zip(grads, offsets, widths))
 
   return jax.lax.fori_loop(0, group_sizes.shape[0], group, grads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _gmm(lhs, rhs, group_sizes, gather, tile, min_tile):
-  """out[r] = x_r @ rhs[g(r)], x_r = lhs[r] or lhs[gather[r]]."""
+  """out[r] = x_r @ W_g(r), x_r = lhs[r] or lhs[gather[r]], W_g the tuple rhs side by side."""
   return _products(lhs, rhs, group_sizes, tile, min_tile, gather=gather)
 
 
@@ -198,12 +220,14 @@ def _gmm_fwd(lhs, rhs, group_sizes, gather, tile, min_tile):
 
 
 def _gmm_bwd(tile, min_tile, residuals, d_out):
-  """d_x_r = d_out_r @ rhs[g(r)]^T, added into d_lhs at gather[r]; d_rhs[g] = X_g^T d_out_g."""
+  """d_x_r = d_out_r @ W_g(r)^T, added into d_lhs at gather[r]; d_W_g = X_g^T d_out_g."""
   lhs, rhs, group_sizes, gather = residuals
   d_lhs = _products(d_out, rhs, group_sizes, tile, min_tile, transpose_rhs=True,
                     scatter=gather, num_rows=lhs.shape[0])
-  d_rhs = _weight_grad(lhs, d_out, group_sizes, tile, min_tile, gather=gather)
-  return d_lhs.astype(lhs.dtype), d_rhs.astype(rhs.dtype), None, None
+  d_rhs = _weight_grad(lhs, d_out, group_sizes, tuple(r.shape[2] for r in rhs), tile,
+                       min_tile, gather=gather)
+  return (d_lhs.astype(lhs.dtype), tuple(d.astype(r.dtype) for d, r in zip(d_rhs, rhs)), None,
+          None)
 
 
 _gmm.defvjp(_gmm_fwd, _gmm_bwd)
@@ -212,7 +236,7 @@ _gmm.defvjp(_gmm_fwd, _gmm_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows):
   """y[t] = sum_{r: idx[r] = t} weights[r] lhs[r] @ rhs[g(r)]."""
-  return _products(lhs, rhs, group_sizes, tile, min_tile, scatter=idx, weights=weights,
+  return _products(lhs, (rhs,), group_sizes, tile, min_tile, scatter=idx, weights=weights,
                    num_rows=num_rows).astype(lhs.dtype)
 
 
@@ -226,12 +250,12 @@ def _gmm_scatter_bwd(tile, min_tile, num_rows, residuals, d_y):
   product row never needs storing), d_rhs[g] = sum_r lhs_r^T w_r d_y[idx[r]]."""
   del num_rows
   lhs, rhs, weights, group_sizes, idx = residuals
-  u = _products(d_y, rhs, group_sizes, tile, min_tile, transpose_rhs=True, gather=idx)
+  u = _products(d_y, (rhs,), group_sizes, tile, min_tile, transpose_rhs=True, gather=idx)
   u = u.astype(jnp.float32)
   d_lhs = u * weights.astype(jnp.float32)[:, None]
   d_weights = jnp.sum(u * lhs.astype(jnp.float32), axis=1)
-  d_rhs = _weight_grad(lhs, d_y, group_sizes, tile, min_tile, d_out_idx=idx,
-                       d_out_weights=weights)
+  (d_rhs,) = _weight_grad(lhs, d_y, group_sizes, (rhs.shape[2],), tile, min_tile,
+                          d_out_idx=idx, d_out_weights=weights)
   return (d_lhs.astype(lhs.dtype), d_rhs.astype(rhs.dtype), d_weights.astype(weights.dtype),
           None, None)
 

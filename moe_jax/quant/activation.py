@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from moe_jax.eval.forward import batches
-from moe_jax.layers.experts import Experts, MlpBlock, ffn_hidden
+from moe_jax.layers.experts import Experts, MlpBlock, ffn_hidden, per_matrix
 from moe_jax.layers.routers import RouterLogits
 from moe_jax.models.lm import MoELM, Projection
 from moe_jax.models.loading import LoadedModel
@@ -73,8 +73,8 @@ def _mlp(module: MlpBlock, x: jax.Array, fq) -> jax.Array:
   """MlpBlock's forward with quantized inputs x and h (moe_jax/layers/experts.py)."""
   p = nn.unbox(module.variables["params"])
   cast = lambda name: p[name].astype(module.dtype) if name in p else None
-  h = ffn_hidden(fq(x.astype(module.dtype)), jnp.dot, cast("wi_gate"), cast("wi_up"),
-                 module.activation)
+  h = ffn_hidden(fq(x.astype(module.dtype)), per_matrix(jnp.dot), cast("wi_gate"),
+                 cast("wi_up"), module.activation)
   return jnp.dot(fq(h), cast("wo"))
 
 

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from moe_jax.layers.experts import ACTIVATIONS, ffn_hidden
+from moe_jax.layers.experts import ACTIVATIONS, ffn_hidden, per_matrix
 from moe_jax.models.lm import Projection
 from moe_jax.models.loading import LoadedModel
 from moe_jax.quant import calibrate, core, gptq, hessian
@@ -236,7 +236,8 @@ def _slot_hessian(y, index, weight, num_experts):
 @functools.partial(jax.jit, static_argnums=(5,))
 def _hidden_hessian(y, index, weight, w_gate, w_up, activation):
   x = y[index].astype(jnp.float32)  # [E or 1, C, D]
-  matmul = lambda a, w: jnp.matmul(a, w.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+  matmul = per_matrix(lambda a, w: jnp.matmul(a, w.astype(jnp.float32),
+                                              precision=jax.lax.Precision.HIGHEST))
   return hessian.hessian(ffn_hidden(x, matmul, w_gate, w_up, activation), weight)  # h [E, C, F]
 
 
