@@ -1,9 +1,11 @@
 r"""Base model (c): fine-grained experts with a shared expert, against its dense twin.
 
 The DeepSeek-MoE / Qwen-MoE shape that MoEQuant and EAQuant report on: 32 small routed experts,
-top-4 (softmax weights, not renormalised, as Qwen1.5-MoE), plus one always-on shared expert
-behind Qwen2-MoE's sigmoid gate. Saved as a Qwen2-MoE checkpoint. The dense twin has one FFN of
-the active width (4 x 64 + 128). Data: the text that ships with Python, as configs/lm_tiny.py.
+top-4, plus one always-on shared expert behind Qwen2-MoE's sigmoid gate. Saved as a Qwen2-MoE
+checkpoint. The dense twin has one FFN of the active width (4 x 64 + 128). Data: the text that
+ships with Python, as configs/lm_tiny.py. Deviation: the top-4 softmax weights are renormalised
+(norm_topk_prob=True, as Qwen3-MoE and DeepSeek-V3; Qwen1.5-MoE does not): unrenormalised, 1100
+steps (the 15-minute budget) do not beat the dense twin (docs/base_models.md).
 
 Command:
   python -m experiments.train --config=configs/lm_fine_shared.py --workdir=/tmp/moe_jax/fine

@@ -5,10 +5,11 @@ Legend: T tokens, D model width, E experts, A assignments (token, expert, weight
 
 Three interchangeable implementations with one signature,
   dispatch(x[T, D], routing, experts_fn, num_experts, ...) -> (y[T, D], DispatchStats),
-where experts_fn(rows, matmul_in[, matmul_out]) -> (out, zero_frac_rows) is an `Experts` module
-call (dropless hands it the token rows and a matmul_out that returns y[T, D] itself):
-  "dropless": sort assignments by expert, grouped matmul over the sorted rows, with the row
-      gather and the weighted combine inside its tile loops; nothing dropped.
+where experts_fn(rows, matmul_in[, matmul_out[, ffn]]) -> (out, zero_frac_rows) is an `Experts`
+module call (dropless hands it the token rows, a matmul_out that returns y[T, D] itself and the
+whole FFN in one pass, `ffn`):
+  "dropless": sort assignments by expert, grouped matmuls over the sorted rows, with the row
+      gather, the FFN and the weighted combine inside one tile loop; nothing dropped.
   "capacity": sort, keep the first C assignments of each expert (first choices before second
       choices), batched einsum over [E, C, D] buffers; the rest are dropped and counted.
   "dense":    GShard's one-hot dispatch/combine tensors [T, E, C] and einsums; the readable
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from moe_jax.layers.experts import per_matrix
-from moe_jax.layers.grouped_matmul import grouped_matmul
+from moe_jax.layers.grouped_matmul import grouped_ffn, grouped_matmul
 from moe_jax.layers.losses import tokens_per_expert
 from moe_jax.layers.routers import Routing
 from moe_jax.utils.errors import check_choice
@@ -112,20 +113,24 @@ def dropless(x, routing: Routing, experts_fn, num_experts: int, *, gmm_impl: str
              **unused):
   """Sort by expert + grouped matmul (MegaBlocks-style dropless MoE).
 
-  No [A, D] array of token rows is built: the experts get the token rows x[T, D]; matmul_in
-  reads each assignment's token row tile by tile and returns the A hidden rows sorted by
-  expert; matmul_out adds each output row times its routing weight to its token, tile by tile,
-  and returns y[T, D] (grouped_matmul's `gather` and `scatter`).
+  No [A, D] array of token rows is built: the experts get the token rows x[T, D] and `ffn`
+  (grouped_ffn), which per tile reads each assignment's token row, runs its expert's FFN and
+  adds the output times its routing weight to its token, returning y[T, D]. matmul_in/out
+  (grouped_matmul's `gather` and `scatter`) are the same two steps apart, for callers that
+  must see h (activation quantization).
   """
   del unused
   order = jnp.argsort(routing.expert, stable=True)
   token = routing.token[order]
   counts = tokens_per_expert(routing.expert, num_experts)
   group_sizes = counts.astype(jnp.int32)
+  weight = routing.weight[order]
   matmul_in = lambda rows, w: grouped_matmul(rows, w, group_sizes, impl=gmm_impl, gather=token)
   matmul_out = lambda rows, w: grouped_matmul(rows, w, group_sizes, impl=gmm_impl,
-                                              scatter=(token, routing.weight[order], x.shape[0]))
-  y, zero_frac = experts_fn(x, matmul_in, matmul_out)
+                                              scatter=(token, weight, x.shape[0]))
+  ffn = lambda rows, w_in, w_out, hidden: grouped_ffn(rows, w_in, w_out, group_sizes, hidden,
+                                                      token=token, weights=weight, impl=gmm_impl)
+  y, zero_frac = experts_fn(x, matmul_in, matmul_out, ffn)
   stats = DispatchStats(counts, jnp.zeros((), jnp.int32),
                         _per_expert_mean(zero_frac, routing.expert[order], counts))
   return y, stats

@@ -14,6 +14,7 @@ reads each row once for both (`per_matrix` gives any other matmul that form).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -37,22 +38,26 @@ def per_matrix(matmul: Callable) -> Callable:
   return lambda x, w: tuple(matmul(x, m) for m in w) if isinstance(w, tuple) else matmul(x, w)
 
 
-def ffn_hidden(x: jax.Array, matmul, w_gate, w_up, activation: str) -> jax.Array:
-  """The hidden activations h of one FFN; `w_gate` is None for plain activations. A gated FFN
-  calls matmul(x, (w_gate, w_up)) once for both products."""
+def hidden(activation: str, products: tuple) -> jax.Array:
+  """h from the input products: act(x W_gate) * (x W_up) for a gated FFN, else act(x W_up)."""
   fn, gated = ACTIVATIONS[activation]
-  if gated:
-    gate, up = matmul(x, (w_gate, w_up))
-    return fn(gate) * up
-  return fn(matmul(x, w_up))
+  return fn(products[0]) * products[1] if gated else fn(products[0])
+
+
+def ffn_hidden(x: jax.Array, matmul, w_gate, w_up, activation: str) -> jax.Array:
+  """The hidden activations h of one FFN; `w_gate` is None for plain activations. One call
+  matmul(x, (w_gate, w_up)) (or (w_up,)) gives the products."""
+  return hidden(activation, matmul(x, (w_up,) if w_gate is None else (w_gate, w_up)))
 
 
 class Experts(nn.Module):
   """E expert FFNs with weights stacked on a leading expert axis.
 
-  __call__(x, matmul_in, matmul_out=matmul_in) -> (y, zero_frac): y = matmul_out(h, W_down);
-  zero_frac[R] is the fraction of exact zeros in each row's hidden activations h (the
-  expert-collapse diagnostic).
+  __call__(x, matmul_in, matmul_out=matmul_in, ffn=None) -> (y, zero_frac): y = matmul_out(h,
+  W_down); zero_frac[R] is the fraction of exact zeros in each row's hidden activations h (the
+  expert-collapse diagnostic). A dispatch that runs the whole FFN in one pass passes
+  ffn(x, w_in, W_down, hidden) -> (y, zero_frac), w_in = (W_gate, W_up) or (W_up,) and
+  hidden(products) -> h (the dropless dispatch's grouped_ffn); matmul_in/out then go unused.
   """
   num_experts: int
   d_ff: int
@@ -66,7 +71,8 @@ class Experts(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, matmul_in, matmul_out=None) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, matmul_in, matmul_out=None,
+               ffn=None) -> tuple[jax.Array, jax.Array]:
     d = x.shape[-1]
     e, f = self.num_experts, self.d_ff
     gated = ACTIVATIONS[self.activation][1]
@@ -76,6 +82,10 @@ class Experts(nn.Module):
     w_up = self.param("wi_up", w_in, (e, d, f), self.param_dtype)
     w_down = self.param("wo", w_out, (e, f, d), self.param_dtype)
     cast = lambda w: None if w is None else w.astype(self.dtype)
+    if ffn is not None:
+      w_in = (cast(w_up),) if w_gate is None else (cast(w_gate), cast(w_up))
+      return ffn(x.astype(self.dtype), w_in, cast(w_down),
+                 functools.partial(hidden, self.activation))
     h = ffn_hidden(x.astype(self.dtype), matmul_in, cast(w_gate), cast(w_up), self.activation)
     zero_frac = jnp.mean((h == 0).astype(jnp.float32), axis=-1)
     return (matmul_out or matmul_in)(h, cast(w_down)), zero_frac

@@ -10,6 +10,9 @@ Rows past sum(group_sizes) give zeros. Two optional index maps fold the MoE disp
 movement into the matmul, so that no [M, K] or [M, N] copy of the token rows is ever built:
   gather=idx[M]:               out[r] = lhs[idx[r]] @ rhs[g(r)]           (lhs is [T, K]);
   scatter=(idx[M], w[M], T):   y[t] = sum_{r: idx[r] = t} w[r] lhs[r] @ rhs[g(r)]   (y is [T, N]).
+A tuple rhs (a gated FFN's gate and up) is multiplied in one pass, its matrices side by side.
+`grouped_ffn` runs a whole expert FFN (gather, input matmuls, activation, output matmul,
+weighted scatter-add) in one tile loop, so not even the [M, N] hidden rows are written.
 Two implementations:
   "ragged_dot": `jax.lax.ragged_dot`, a native grouped matmul on TPU (and GPU); on CPU it runs
       about 10x below dense matmul speed (measured in benchmarks/moe_layer.py). Gather and
@@ -88,9 +91,99 @@ def grouped_matmul(lhs: jax.Array, rhs, group_sizes: jax.Array,
     return _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows)
   if not isinstance(rhs, tuple):
     return _gmm(lhs, (rhs,), group_sizes, gather, tile, min_tile)
-  out = _gmm(lhs, rhs, group_sizes, gather, tile, min_tile)
+  return _split(_gmm(lhs, rhs, group_sizes, gather, tile, min_tile), rhs)
+
+
+def _split(a, rhs):
+  """The columns of a[..., sum N_i] as a tuple of [..., N_i], N_i the widths of the tuple rhs."""
   ends = [sum(r.shape[2] for r in rhs[:i + 1]) for i in range(len(rhs))]
-  return tuple(out[:, e - r.shape[2]:e] for e, r in zip(ends, rhs))
+  return tuple(a[:, e - r.shape[2]:e] for e, r in zip(ends, rhs))
+
+
+def grouped_ffn(x: jax.Array, w_in: tuple, w_out: jax.Array, group_sizes: jax.Array, hidden,
+                *, token: jax.Array, weights: jax.Array, impl: str = "auto", tile: int = 128,
+                min_tile: int = 32) -> tuple[jax.Array, jax.Array]:
+  """A feed-forward network per group, over rows read from and added back into a token array.
+
+    h_r = hidden((x[token[r]] @ W_in_i[g(r)] for each i)),  y[t] = sum_{r: token[r] = t}
+    weights[r] h_r @ W_out[g(r)],  zero_frac[r] = fraction of exact zeros in h_r.
+
+  Args:
+    x: [T, K] token rows; token: [M] int32, each sorted row's token; weights: [M].
+    w_in: tuple of [G, K, N_i] (a gated FFN's gate and up); w_out: [G, F, K].
+    hidden: maps the tuple of products ([rows, N_i] each) to h [rows, F].
+    group_sizes, impl, tile, min_tile: as `grouped_matmul`.
+
+  Returns:
+    (y [T, K] in x.dtype, zero_frac [M] float32; not defined past sum(group_sizes)).
+
+  "tiled" runs it in one pass: per tile the rows are gathered, both matmuls and `hidden` run and
+  the weighted outputs are added into y, so no [M, N] array is ever written. Its gradient is
+  the unfused composition's (grouped_matmul with `gather`, hidden, grouped_matmul with
+  `scatter`), which keeps the products a backward pass needs; "ragged_dot" runs that
+  composition.
+  """
+  if impl == "auto":
+    impl = default_impl()
+  check_choice("gmm_impl", impl, IMPLS + ("auto",))
+  group_sizes = group_sizes.astype(jnp.int32)
+  args = (x, tuple(w_in), w_out, weights, group_sizes, token)
+  if impl == "ragged_dot":
+    return _ffn_unfused(*args, hidden, impl, tile, min_tile)
+  return _ffn(*args, hidden, tile, min_tile)
+
+
+def _ffn_unfused(x, w_in, w_out, weights, group_sizes, token, hidden, impl, tile, min_tile):
+  gmm = functools.partial(grouped_matmul, group_sizes=group_sizes, impl=impl, tile=tile,
+                          min_tile=min_tile)
+  h = hidden(gmm(x, w_in, gather=token))
+  y = gmm(h, w_out, scatter=(token, weights, x.shape[0]))
+  return y.astype(x.dtype), jnp.mean((h == 0).astype(jnp.float32), axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _ffn(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile):
+  """grouped_ffn in one tiled pass."""
+  m = token.shape[0]
+  y, zero_frac = jnp.zeros(x.shape, jnp.float32), jnp.zeros((m,), jnp.float32)
+  if m == 0:
+    return y.astype(x.dtype), zero_frac
+  for_each_tile = _tiles(group_sizes, m, tile, min_tile)
+
+  def group(g, carry):
+    w, w_o = _group_matrix(w_in, g), jax.lax.dynamic_index_in_dim(w_out, g, keepdims=False)
+
+    def step(carry, s, size, mine):
+      y, zero_frac = carry
+      products = jnp.dot(_rows(x, token, s, size), w, preferred_element_type=jnp.float32)
+      h = hidden(_split(products.astype(x.dtype), w_in))
+      out = jnp.dot(h, w_o, preferred_element_type=jnp.float32)
+      out = out * _rows(weights, None, s, size).astype(jnp.float32)[:, None]
+      zeros = jnp.mean((h == 0).astype(jnp.float32), axis=-1)
+      if mine is not None:
+        out = jnp.where(mine[:, None], out, 0)
+        zeros = jnp.where(mine, zeros, _rows(zero_frac, None, s, size))
+      return (y.at[_rows(token, None, s, size)].add(out, mode="drop"),
+              jax.lax.dynamic_update_slice_in_dim(zero_frac, zeros, s, 0))
+
+    return for_each_tile(g, step, carry)
+
+  y, zero_frac = jax.lax.fori_loop(0, group_sizes.shape[0], group, (y, zero_frac))
+  return y.astype(x.dtype), zero_frac
+
+
+def _ffn_fwd(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile):
+  unfused = lambda *a: _ffn_unfused(*a, group_sizes, token, hidden, "tiled", tile, min_tile)
+  out, vjp = jax.vjp(unfused, x, w_in, w_out, weights)
+  return out, vjp
+
+
+def _ffn_bwd(hidden, tile, min_tile, vjp, d_out):
+  del hidden, tile, min_tile
+  return (*vjp(d_out), None, None)
+
+
+_ffn.defvjp(_ffn_fwd, _ffn_bwd)
 
 
 def _tiles(group_sizes, m, tile, min_tile):

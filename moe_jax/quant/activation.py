@@ -92,9 +92,10 @@ def interceptor(act: ActQuantConfig):
     if isinstance(module, RouterLogits):
       module.sow("intermediates", "router_input", args[0])
       return next_fun(fq_router(args[0]), *args[1:], **kwargs)
-    if isinstance(module, Experts):  # (x, matmul_in[, matmul_out]): x and h quantized
+    if isinstance(module, Experts):  # (x, matmul_in[, matmul_out[, ffn]]): x and h quantized
       x, matmul_in, *rest = args
       matmul_out = (rest[0] if rest else kwargs.get("matmul_out")) or matmul_in
+      # the fused `ffn` is left out: h must pass through fq between the two matmuls
       return next_fun(fq(x), matmul_in, lambda h, w: matmul_out(fq(h), w))
     if isinstance(module, MlpBlock):
       return _mlp(module, args[0], fq)

@@ -181,11 +181,13 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
                           jax.eval_shape(lambda: init(None)), shardings)
   data = WindowIterator(train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.save_every, cfg.keep)
+  prior_seconds = 0.0  # training time of the steps a resumed run's checkpoint holds
   try:
     restored = ckpt.restore_latest(abstract)  # a resumed run never builds the random start
     if restored is not None:
       state, data_state = restored
       data.restore(data_state)
+      prior_seconds = float(data_state.get("train_seconds", 0.0))
     else:
       state = init(shardings)
   except BaseException:  # nothing was trained: close the manager and let the error through
@@ -195,7 +197,7 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
   batch_sharding = partitioning.batch_sharding(mesh, rules)
   rng = jax.random.key(cfg.seed + 1)
   stop = min(cfg.num_steps, until_step or cfg.num_steps)
-  history, elapsed, tokens = [], 0.0, cfg.batch_size * cfg.seq_len
+  history, elapsed, tokens = [], prior_seconds, cfg.batch_size * cfg.seq_len
   pending = []  # (step, loss, grad norm, skipped) of the steps not yet fetched
   writer = bar = None
   try:
@@ -251,7 +253,7 @@ def train_lm(model_cfg: LMConfig, cfg: TrainConfig, train_tokens: np.ndarray,
           t0, t0_step = time.perf_counter(), done
         if save_now:  # only a finite state is saved
           guards.check_state(state, done)
-          ckpt.save(done, state, data.state(), force=True)
+          ckpt.save(done, state, {**data.state(), "train_seconds": elapsed}, force=True)
         if signals.received is not None:
           raise guards.Signalled(signals.received)
       if not history:  # resumed a finished run: report its final state

@@ -22,12 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_resume_equals_uninterrupted(tmp_path, data):
   stream, evals = data
   full = train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / "full"))
-  train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / "cut"), until_step=3)  # "killed"
+  first = train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / "cut"), until_step=3)  # "killed"
   resumed = train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / "cut"))
   assert int(resumed["state"].step) == 6
   for a, b in zip(jax.tree.leaves(full["state"].params), jax.tree.leaves(resumed["state"].params)):
     np.testing.assert_array_equal(a, b)
   assert full["final"]["bpb_all"] == resumed["final"]["bpb_all"]
+  # the training time counts the steps before the cut too; a finished run reports all of it
+  assert resumed["final"]["train_seconds"] > first["final"]["train_seconds"] > 0
+  again = train_lm(MODEL, TRAIN, stream, evals, str(tmp_path / "cut"))
+  assert again["final"]["train_seconds"] == resumed["final"]["train_seconds"]
 
 
 def test_checkpoint_from_other_shape_is_refused(tmp_path, data):
