@@ -5,9 +5,9 @@ Baseline (rotation + GPTQ, A4 per token, min-max W8A8 router), each of EAQuant's
 W3A4 per-channel, on the fine-grained (fine_shared) and default (tiny_moe) base models, any other
 by --config.models=<name or path>. Paper: +1.15 to +2.28 average accuracy points over the
 baseline on three MoE models. Result (docs/eaquant.md): on our two models EAQuant does not beat
-the baseline beyond GPTQ's rounding noise (-0.0016 to +0.0071 bits per byte of loss, W4A4 /
-W3A4); smoothing alone helps tiny_moe, router alignment and balance do not. Run time: default
-20.9 min on 2 CPU cores (base models cached); quick ~1 min.
+the baseline (+0.0005 to +0.0071 bits per byte more loss, W4A4 / W3A4, the size of GPTQ's
+rounding noise); none of its three pieces helps alone. Run time: default 20.5 min on 2 CPU cores
+(base models cached); quick ~1 min.
 
 Command:
   python -m experiments.eaquant --config=configs/eaquant.py --workdir=/tmp/moe_jax/eaquant

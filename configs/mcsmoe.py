@@ -12,8 +12,8 @@ Command:
 
 Result: docs/mcsmoe.md (default on the trained tiny_moe: M-SMoE beats averaging and random
 grouping after KD, dropping the least-used experts beats it; MC-SMoE saves 87% memory and 56%
-FLOPs at 1.68x the bits per byte). Run time: default (16 -> 8 and 16 -> 4, 14 distillation runs
-of 40 x 8 x 256 tokens) 25.9 min on 2 CPU cores, the base model's one-time training not counted;
+FLOPs at 1.52x the bits per byte). Run time: default (16 -> 8 and 16 -> 4, 14 distillation runs
+of 40 x 8 x 256 tokens) 14.1 min on 2 CPU cores, the base model's one-time training not counted;
 "quick" (tiny_moe:quick, 4 -> 3 and 4 -> 2) is a compile-bound pipeline check: its 14
 distillation runs share 6 compiled train steps (4.2 min when each compiled its own).
 Deviations for scale: recovery is 82k tokens per row (the repo: 10 epochs of a task); LoSparse's

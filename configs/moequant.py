@@ -7,8 +7,8 @@ Paper (4-bit 7-task average): Mixtral-8x7B GPTQ 48.84 vs MoEQuant 55.58 (FP 56.8
 
   python -m experiments.moequant --config=configs/moequant.py --workdir=/tmp/moe_jax/moequant
 
-Result: docs/moequant.md. Default (35 min on 2 cores): GPTQ beats RTN, but MoEQuant does not
-beat GPTQ on corpus text (W3 per-channel: +0.0136 vs +0.0082 bpb on tiny_moe) and EBSS data is
+Result: docs/moequant.md. Default (30 min on 2 cores): GPTQ beats RTN, but MoEQuant does not
+beat GPTQ on corpus text (W3 per-channel: +0.0141 vs +0.0091 bpb on tiny_moe) and EBSS data is
 less balanced than corpus text on our evenly routed models. Quick preset: a pipeline check.
 Deviations for scale: 128 x 64-token calibration sequences (the paper's 128 x 512; our context is
 512 and our models small); EBSS scores the 16 likeliest tokens per beam (the fork 64 of 32k+),

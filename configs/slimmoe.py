@@ -12,7 +12,7 @@ Command:
 
 Result: docs/slimmoe.md (default on the trained tiny_moe: at 1/4 of the expert width slimming
 beats dropping and merging; one-shot beats multi-stage at equal tokens). Run time: default (1/2
-and 1/4; 10 distillation runs of 200 x 8 x 256 tokens) 20.3 min on 2 CPU cores, the base model's
+and 1/4; 10 distillation runs of 200 x 8 x 256 tokens) 15.6 min on 2 CPU cores, the base model's
 one-time training not counted; "quick" (tiny_moe:quick, 3/4 and 1/2) is a compile-bound pipeline
 check: its 12 distillation runs share 8 compiled train steps (3.2 min when each compiled its own).
 Deviations for scale: 410k distillation tokens per row (paper 400B in all); the importance score
