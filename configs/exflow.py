@@ -6,10 +6,10 @@ up to 67% less cross-GPU routing, up to 2.2x throughput against DeepSpeed-MoE, e
 Command (any HF checkpoint: --config.model=/models/X --config.traces.tokens_path=ids.npy):
   python -m experiments.exflow --config=configs/exflow.py --workdir=/tmp/moe_jax/exflow
 Result (default, trained deep_top1): the coherent step compiles to L all-to-alls against 2L,
-logits within 5.4e-7; solved placement 69% of held-out hops crossing 8 devices against 87%
-contiguous (42% / 29% / 20% fewer crossings on 2 / 4 / 8); hop cut 59%, not 67%.
-docs/exflow.md. Run time: default 8.9 min on 2 cores; quick about 1 min.
-Deviations for scale: the deep_top1 base model (8 MoE layers of 16 experts, top-1, d_model 128,
+logits within 5.4e-7; solved placement 74% of held-out hops crossing 8 devices against 88%
+contiguous (22% / 21% / 16% fewer crossings on 2 / 4 / 8); hop cut 57%, not 67%.
+docs/exflow.md. Run time: default 4.5 min on 2 cores; quick about 1 min.
+Deviations for scale: the deep_top1 base model (8 MoE layers of 8 experts, top-1, d_model 128,
 byte-level, trained on CPython's text) instead of GPT-MoE on the Pile; simulated CPU devices and
 an alpha-beta cost model instead of A100 timings; K/V all-gathered each step to keep caches
 coherent (priced); the HiGHS compact program instead of Gurobi per token; affinity over training

@@ -11,9 +11,9 @@ On a Hugging Face checkpoint (its own tokenizer's ids; groups dividing its width
   python -m experiments.fate --config=configs/fate.py --workdir=/tmp/fate_hf \
     --config.model=/models/X --config.data.tokens_path=/data/x_ids.npy
 
-Model: the deep_top1 base model (8 MoE layers of 16 experts, top-1). Default (0.8 min on 2
-cores once deep_top1 is cached): cosine 0.86, decode recall 0.57 (EAP 0.17), Fate's hit rate
-0.97 at the largest budget, estimated speedups 1.8x / 1.2x over load on demand (prefill /
+Model: the deep_top1 base model (8 MoE layers of 8 experts, top-1). Default (0.4 min on 2
+cores once deep_top1 is cached): cosine 0.86, decode recall 0.65 (EAP 0.23), Fate's hit rate
+0.98 at the largest budget, estimated speedups 1.7x / 1.2x over load on demand (prefill /
 decode); docs/fate.md. Quick preset: deep_top1:quick, 4 experts of width 32, groups 32 / 16.
 Deviations: times are the two-stream timeline's estimates (the link is modelled; on an H200 the
 real decoder's copies were per-call bound, docs/fate.md); the budget counts routed experts only;

@@ -36,6 +36,9 @@ import jax.numpy as jnp
 from moe_jax.utils.errors import check_choice
 
 IMPLS = ("ragged_dot", "tiled")
+# Rows per tile of the "tiled" loops (benchmarks/README.md, 2 CPU cores): grouped_matmul's, and
+# so every gradient's, and the larger tiles of grouped_ffn's one-pass forward.
+TILE, MIN_TILE, FFN_TILE = 128, 32, 256
 
 
 def default_impl() -> str:
@@ -44,7 +47,7 @@ def default_impl() -> str:
 
 
 def grouped_matmul(lhs: jax.Array, rhs, group_sizes: jax.Array,
-                   impl: str = "auto", tile: int = 128, min_tile: int = 32, *,
+                   impl: str = "auto", tile: int = TILE, min_tile: int = MIN_TILE, *,
                    gather: jax.Array | None = None,
                    scatter: tuple[jax.Array, jax.Array, int] | None = None):
   """Multiplies each contiguous row group of `lhs` by its own matrix in `rhs`.
@@ -84,14 +87,19 @@ def grouped_matmul(lhs: jax.Array, rhs, group_sizes: jax.Array,
     idx, weights, num_rows = scatter
     out = out.astype(jnp.float32) * weights.astype(jnp.float32)[:, None]
     return jnp.zeros((num_rows, out.shape[1]), jnp.float32).at[idx].add(out).astype(lhs.dtype)
-  if not 1 <= min_tile <= tile:
-    raise ValueError(f"tile sizes must satisfy 1 <= min_tile <= tile, got {min_tile}, {tile}")
+  _check_tiles(min_tile, tile)
   if scatter is not None:
     idx, weights, num_rows = scatter
     return _gmm_scatter(lhs, rhs, weights, group_sizes, idx, tile, min_tile, num_rows)
   if not isinstance(rhs, tuple):
     return _gmm(lhs, (rhs,), group_sizes, gather, tile, min_tile)
   return _split(_gmm(lhs, rhs, group_sizes, gather, tile, min_tile), rhs)
+
+
+def _check_tiles(min_tile, *tiles):
+  for tile in tiles:
+    if not 1 <= min_tile <= tile:
+      raise ValueError(f"tile sizes must satisfy 1 <= min_tile <= tile, got {min_tile}, {tile}")
 
 
 def _split(a, rhs):
@@ -101,8 +109,8 @@ def _split(a, rhs):
 
 
 def grouped_ffn(x: jax.Array, w_in: tuple, w_out: jax.Array, group_sizes: jax.Array, hidden,
-                *, token: jax.Array, weights: jax.Array, impl: str = "auto", tile: int = 128,
-                min_tile: int = 32) -> tuple[jax.Array, jax.Array]:
+                *, token: jax.Array, weights: jax.Array, impl: str = "auto", tile: int = FFN_TILE,
+                min_tile: int = MIN_TILE, grad_tile: int = TILE) -> tuple[jax.Array, jax.Array]:
   """A feed-forward network per group, over rows read from and added back into a token array.
 
     h_r = hidden((x[token[r]] @ W_in_i[g(r)] for each i)),  y[t] = sum_{r: token[r] = t}
@@ -112,7 +120,9 @@ def grouped_ffn(x: jax.Array, w_in: tuple, w_out: jax.Array, group_sizes: jax.Ar
     x: [T, K] token rows; token: [M] int32, each sorted row's token; weights: [M].
     w_in: tuple of [G, K, N_i] (a gated FFN's gate and up); w_out: [G, F, K].
     hidden: maps the tuple of products ([rows, N_i] each) to h [rows, F].
-    group_sizes, impl, tile, min_tile: as `grouped_matmul`.
+    group_sizes, impl, min_tile: as `grouped_matmul`.
+    tile: rows per full tile of the one-pass forward ("tiled").
+    grad_tile: rows per full tile of the unfused composition that gives the gradient.
 
   Returns:
     (y [T, K] in x.dtype, zero_frac [M] float32; not defined past sum(group_sizes)).
@@ -130,7 +140,8 @@ def grouped_ffn(x: jax.Array, w_in: tuple, w_out: jax.Array, group_sizes: jax.Ar
   args = (x, tuple(w_in), w_out, weights, group_sizes, token)
   if impl == "ragged_dot":
     return _ffn_unfused(*args, hidden, impl, tile, min_tile)
-  return _ffn(*args, hidden, tile, min_tile)
+  _check_tiles(min_tile, tile, grad_tile)
+  return _ffn(*args, hidden, tile, min_tile, grad_tile)
 
 
 def _ffn_unfused(x, w_in, w_out, weights, group_sizes, token, hidden, impl, tile, min_tile):
@@ -141,8 +152,8 @@ def _ffn_unfused(x, w_in, w_out, weights, group_sizes, token, hidden, impl, tile
   return y.astype(x.dtype), jnp.mean((h == 0).astype(jnp.float32), axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _ffn(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
+def _ffn(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile, grad_tile):
   """grouped_ffn in one tiled pass."""
   m = token.shape[0]
   y, zero_frac = jnp.zeros(x.shape, jnp.float32), jnp.zeros((m,), jnp.float32)
@@ -172,14 +183,15 @@ def _ffn(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile):
   return y.astype(x.dtype), zero_frac
 
 
-def _ffn_fwd(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile):
-  unfused = lambda *a: _ffn_unfused(*a, group_sizes, token, hidden, "tiled", tile, min_tile)
+def _ffn_fwd(x, w_in, w_out, weights, group_sizes, token, hidden, tile, min_tile, grad_tile):
+  del tile
+  unfused = lambda *a: _ffn_unfused(*a, group_sizes, token, hidden, "tiled", grad_tile, min_tile)
   out, vjp = jax.vjp(unfused, x, w_in, w_out, weights)
   return out, vjp
 
 
-def _ffn_bwd(hidden, tile, min_tile, vjp, d_out):
-  del hidden, tile, min_tile
+def _ffn_bwd(hidden, tile, min_tile, grad_tile, vjp, d_out):
+  del hidden, tile, min_tile, grad_tile
   return (*vjp(d_out), None, None)
 
 

@@ -91,6 +91,11 @@ def test_bad_tiles_raise(tile, min_tile):
   with pytest.raises(ValueError, match="min_tile"):
     grouped_matmul(jnp.zeros((4, K)), jnp.zeros((2, K, N)), jnp.asarray([2, 2]), impl="tiled",
                    tile=tile, min_tile=min_tile)
+  for tiles in (dict(tile=tile), dict(grad_tile=tile)):
+    with pytest.raises(ValueError, match="min_tile"):
+      grouped_ffn(jnp.zeros((3, K)), (jnp.zeros((2, K, N)),), jnp.zeros((2, N, K)),
+                  jnp.asarray([2, 2]), jax.nn.relu, token=jnp.zeros((4,), jnp.int32),
+                  weights=jnp.ones((4,)), impl="tiled", min_tile=min_tile, **tiles)
 
 
 def _group_of_rows(group_sizes, m):
@@ -208,13 +213,15 @@ def test_tuple_rhs_with_scatter_raises():
                    scatter=(idx, jnp.ones((4,)), 4))
 
 
-@pytest.mark.parametrize("impl,tile,min_tile,gated", [("tiled", 16, 4, True),
-                                                      ("tiled", 128, 32, False),
-                                                      ("ragged_dot", 128, 32, True)])
-def test_grouped_ffn_forward_and_grads(impl, tile, min_tile, gated):
+@pytest.mark.parametrize("impl,tile,grad_tile,min_tile,gated", [("tiled", 16, 16, 4, True),
+                                                                ("tiled", 128, 128, 32, False),
+                                                                ("tiled", 8, 32, 2, True),
+                                                                ("ragged_dot", 128, 128, 32, True)])
+def test_grouped_ffn_forward_and_grads(impl, tile, grad_tile, min_tile, gated):
   """The one-pass FFN against a float64 row-by-row loop: y, zero_frac and the gradients w.r.t.
   x, every weight and the routing weights (ReLU, so that h has exact zeros); the forward is
-  checked both alone (the one-pass loop) and under vjp (the unfused composition)."""
+  checked both alone (the one-pass loop, `tile`) and under vjp (the unfused composition,
+  `grad_tile`)."""
   rng = np.random.default_rng(tile + 3)
   num_rows, f = 30, 9
 
@@ -225,7 +232,7 @@ def test_grouped_ffn_forward_and_grads(impl, tile, min_tile, gated):
   def run(x, w_in, w_out, weights, group_sizes, idx, d_y):
     fn = lambda x, w_in, w_out, weights: grouped_ffn(
         x, w_in, w_out, group_sizes, hidden, token=idx, weights=weights, impl=impl, tile=tile,
-        min_tile=min_tile)
+        min_tile=min_tile, grad_tile=grad_tile)
     (y, zero_frac), vjp = jax.vjp(fn, x, w_in, w_out, weights)
     alone = fn(x, w_in, w_out, weights)
     return alone[0], alone[1], vjp((d_y, jnp.zeros_like(zero_frac))), y, zero_frac
@@ -267,3 +274,27 @@ def test_grouped_ffn_forward_and_grads(impl, tile, min_tile, gated):
                      (d_out, "dout"), (d_w, "dw")):
       want_key = want[key][routed] if key == "zf" else want[key]
       np.testing.assert_allclose(got, want_key, rtol=1e-4, atol=1e-4, err_msg=f"{key} {sizes}")
+
+
+def test_grouped_ffn_gradient_does_not_depend_on_the_forward_tile():
+  """`tile` only sets the one-pass forward's tiles: value and gradients under vjp come from the
+  unfused composition at `grad_tile`, bit for bit whatever `tile` is (training numbers stay)."""
+  rng = np.random.default_rng()
+  sizes, num_rows, f = [150, 0, 97, 3], 120, 9
+  m = sum(sizes) + 10
+  idx = jnp.asarray(rng.integers(0, num_rows, m), jnp.int32)
+  x = rng.standard_normal((num_rows, K)).astype(np.float32)
+  w_in = (rng.standard_normal((len(sizes), K, f)).astype(np.float32),) * 2
+  w_out = rng.standard_normal((len(sizes), f, K)).astype(np.float32)
+  weights = rng.uniform(0.1, 1.0, m).astype(np.float32)
+
+  def loss(x, w_in, w_out, weights, tile):
+    y, _ = grouped_ffn(x, w_in, w_out, jnp.asarray(sizes, jnp.int32),
+                       lambda p: jax.nn.silu(p[0]) * p[1], token=idx, weights=weights,
+                       impl="tiled", tile=tile, min_tile=4, grad_tile=32)
+    return jnp.sum(jnp.sin(y))
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
+  small, large = grad(x, w_in, w_out, weights, 16), grad(x, w_in, w_out, weights, 128)
+  for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(large)):
+    np.testing.assert_array_equal(a, b)
